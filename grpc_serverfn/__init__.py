@@ -1,0 +1,68 @@
+"""grpc-serverfn: plain Python functions served as streaming gRPC services.
+
+Decorate functions on a ``Registry``, serve it (``grpc-serverfn serve app:fns``), and call them
+from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or from grpcurl.
+"""
+
+from ._client_core import FunctionInfo
+from ._version import __version__
+from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
+from .context import Context, Metadata
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    ServerFnError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from .middleware import Call, CallNext, Middleware
+from .registry import NO_INPUT, Kind, Registry, ServerFunction
+from .server import Server, ServerTLS, serve
+
+__all__ = [
+    "NO_INPUT",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncChunkStream",
+    "AsyncClient",
+    "Call",
+    "CallNext",
+    "Cancelled",
+    "ChunkStream",
+    "Client",
+    "Context",
+    "DataLoss",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FunctionInfo",
+    "Internal",
+    "InvalidArgument",
+    "Kind",
+    "Metadata",
+    "Middleware",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "Registry",
+    "ResourceExhausted",
+    "Server",
+    "ServerFnError",
+    "ServerFunction",
+    "ServerTLS",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "__version__",
+    "serve",
+]

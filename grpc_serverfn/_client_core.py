@@ -1,0 +1,152 @@
+"""Everything a client does that is not I/O, shared by ``Client`` and ``AsyncClient``:
+building requests, decoding chunks and function lists, turning a failed call into an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import grpc
+
+from . import codec
+from ._version import __version__
+from ._proto.serverfn.v1 import serverfn_pb2
+from .errors import ServerFnError, error_from_status
+
+__all__ = [
+    "ClientConfig",
+    "FunctionInfo",
+    "MetadataLike",
+    "build_request",
+    "decode_chunk",
+    "error_from_rpc_error",
+    "function_infos",
+    "too_many_chunks",
+]
+
+MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
+Encoding = Literal["json", "value"]
+
+_ACCEPT = {"json": serverfn_pb2.ENCODING_JSON, "value": serverfn_pb2.ENCODING_VALUE}
+_METHOD_NAMES = {serverfn_pb2.METHOD_GET: "GET", serverfn_pb2.METHOD_POST: "POST"}
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionInfo:
+    """A server function as ``ListFunctions`` describes it."""
+
+    name: str
+    description: str
+    streaming: bool
+    method: str
+    takes_input: bool
+    input_required: bool
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """What both clients are built from; ``channel_options`` and ``call_metadata`` do the work."""
+
+    target: str
+    timeout: float | None = None
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    encoding: Encoding = "json"
+
+    @classmethod
+    def create(
+        cls,
+        target: str,
+        *,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+        options: Iterable[tuple[str, Any]],
+        encoding: Encoding,
+    ) -> ClientConfig:
+        if encoding not in _ACCEPT:
+            raise ValueError(f"encoding must be 'json' or 'value', not {encoding!r}")
+        return cls(target, timeout, _metadata_items(metadata), tuple(options), encoding)
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"), *self.options]
+
+    def call_metadata(self, metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...] | None:
+        """The client's default metadata followed by the call's own."""
+        merged = self.metadata + _metadata_items(metadata)
+        return merged or None
+
+    def call_timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+
+def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...]:
+    if not metadata:
+        return ()
+    items = metadata.items() if isinstance(metadata, Mapping) else metadata
+    return tuple((key.lower(), value) for key, value in items)
+
+
+def build_request(function: str, data: Any, encoding: Encoding) -> serverfn_pb2.InvokeRequest:
+    """The Invoke request; ``data=None`` sends no input."""
+    request = serverfn_pb2.InvokeRequest(function=function, accept=_ACCEPT[encoding])
+    if data is not None:
+        if encoding == "value":
+            codec.fill_value(request.value, data)
+        else:
+            request.json = codec.encode_json(data)
+    return request
+
+
+def decode_chunk(chunk: serverfn_pb2.Chunk) -> Any:
+    """The Python value a chunk carries."""
+    which = chunk.WhichOneof("payload")
+    if which == "json":
+        return codec.decode_json(chunk.json)
+    if which == "value":
+        return codec.from_value(chunk.value)
+    return None
+
+
+class _FailedCall(Protocol):
+    def code(self) -> grpc.StatusCode: ...
+    def details(self) -> str | None: ...
+    def trailing_metadata(self) -> Any: ...
+
+
+def error_from_rpc_error(error: _FailedCall) -> ServerFnError:
+    """The ``ServerFnError`` subclass for a failed call, with its message and parsed details."""
+    trailers = error.trailing_metadata()
+    items = [(item[0], item[1]) for item in trailers] if trailers else []
+    return error_from_status(error.code(), error.details() or "", items)
+
+
+def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[FunctionInfo]:
+    return [
+        FunctionInfo(
+            name=info.name,
+            description=info.description,
+            streaming=info.streaming,
+            method=_METHOD_NAMES.get(info.method, "GET"),
+            takes_input=info.takes_input,
+            input_required=info.input_required,
+            input_schema=codec.struct_to_dict(info.input_schema) if info.HasField("input_schema") else None,
+            output_schema=codec.struct_to_dict(info.output_schema)
+            if info.HasField("output_schema")
+            else None,
+        )
+        for info in response.functions
+    ]
+
+
+def too_many_chunks(function: str) -> ValueError:
+    return ValueError(
+        f"{function!r} streamed more than one chunk; iterate invoke() to receive them all"
+    )
+
+
+def no_chunk(function: str) -> ValueError:
+    return ValueError(f"{function!r} ended without producing a value")

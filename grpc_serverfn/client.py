@@ -1,0 +1,329 @@
+"""``Client`` (blocking, grpcio's sync channel) and ``AsyncClient`` (grpc.aio): thin I/O shells
+over ``_client_core``, which does everything else.
+
+::
+
+    with Client("localhost:50051") as client:
+        for update in client.invoke("stream_data"):
+            print(update["progress"])
+
+    async with AsyncClient("localhost:50051") as client:
+        async for chunk in client.invoke("stream_chat", {"message": "hi"}):
+            print(chunk["text"], end="")
+
+Leaving the loop early, or the ``with`` block of a stream, cancels the call. A call that ends
+with an error raises a ``ServerFnError`` subclass, after every chunk received before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from ._client_core import (
+    ClientConfig,
+    Encoding,
+    FunctionInfo,
+    MetadataLike,
+    build_request,
+    decode_chunk,
+    error_from_rpc_error,
+    function_infos,
+    no_chunk,
+    too_many_chunks,
+)
+from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
+
+__all__ = ["AsyncChunkStream", "AsyncClient", "ChunkStream", "Client"]
+
+
+class ChunkStream(Iterator[Any]):
+    """The chunks of one call, decoded; iterate it, and cancel it or leave its ``with`` early."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        # The generator holds the call, not self, so dropping the stream finalizes it at once.
+        self._chunks = _sync_chunks(call)
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def __iter__(self) -> ChunkStream:
+        return self
+
+    def cancel(self) -> None:
+        """Cancel the call (no effect once it has ended)."""
+        self._call.cancel()
+
+    def initial_metadata(self) -> Any:
+        """The server's initial metadata (waits for it)."""
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        """The server's trailing metadata (waits for the call to end)."""
+        return self._call.trailing_metadata()
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._chunks.close()
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError("Client streams are iterated with 'for'; use AsyncClient for 'async for'")
+
+
+def _sync_chunks(call: Any) -> Iterator[Any]:
+    try:
+        for chunk in call:
+            yield decode_chunk(chunk)
+    except grpc.RpcError as error:
+        raise error_from_rpc_error(error) from None
+    finally:
+        call.cancel()
+
+
+class AsyncChunkStream(AsyncIterator[Any]):
+    """The chunks of one call on ``AsyncClient``; ``async for`` it, or ``async with`` it."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._chunks = _async_chunks(call)
+
+    def __aiter__(self) -> AsyncChunkStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._chunks.__anext__()
+
+    def cancel(self) -> None:
+        """Cancel the call (no effect once it has ended)."""
+        self._call.cancel()
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+    async def __aenter__(self) -> AsyncChunkStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._call.cancel()
+        await self._chunks.aclose()
+
+    def __del__(self) -> None:
+        # Breaking out of `async for` drops the stream: cancel now, not when the GC gets to it.
+        call = getattr(self, "_call", None)
+        if call is not None and not call.done():
+            call.cancel()
+
+    def __iter__(self) -> NoReturn:
+        raise TypeError("AsyncClient streams are iterated with 'async for'; use Client for 'for'")
+
+
+async def _async_chunks(call: Any) -> AsyncIterator[Any]:
+    try:
+        async for chunk in call:
+            yield decode_chunk(chunk)
+    except grpc.RpcError as error:
+        raise error_from_rpc_error(error) from None
+    finally:
+        call.cancel()
+
+
+class Client:
+    """A blocking client over one channel; use it as a context manager, or ``close()`` it."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+        encoding: Encoding = "json",
+    ) -> None:
+        self._config = ClientConfig.create(
+            target, timeout=timeout, metadata=metadata, options=options, encoding=encoding
+        )
+        channel_options = self._config.channel_options()
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=channel_options)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=channel_options)
+        )
+        self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)
+
+    def invoke(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ChunkStream:
+        """Call ``function`` with ``data`` (None: no input) and stream its chunks."""
+        call = self._stub.Invoke(
+            build_request(function, data, self._config.encoding),
+            timeout=self._config.call_timeout(timeout),
+            metadata=self._config.call_metadata(metadata),
+        )
+        return ChunkStream(call)
+
+    def call(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> Any:
+        """Call a function that produces exactly one value and return it."""
+        with self.invoke(function, data, timeout=timeout, metadata=metadata) as stream:
+            values = iter(stream)
+            for value in values:
+                for _ in values:
+                    raise too_many_chunks(function)
+                return value
+        raise no_chunk(function)
+
+    def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
+        """The functions the server offers, sorted by name."""
+        try:
+            response = self._stub.ListFunctions(
+                serverfn_pb2.ListFunctionsRequest(),
+                timeout=self._config.call_timeout(timeout),
+                metadata=self._config.call_metadata(None),
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        return function_infos(response)
+
+    def close(self) -> None:
+        """Close the channel, cancelling calls still running."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> NoReturn:
+        raise TypeError("Client is used with 'with'; for 'async with' use AsyncClient")
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+class AsyncClient:
+    """An asyncio client over one grpc.aio channel; use it with ``async with``, or ``aclose()``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+        encoding: Encoding = "json",
+    ) -> None:
+        self._config = ClientConfig.create(
+            target, timeout=timeout, metadata=metadata, options=options, encoding=encoding
+        )
+        self._credentials = credentials
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: serverfn_pb2_grpc.ServerFunctionsStub | None = None
+
+    def _get_stub(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
+        # The channel is made on first use, inside the event loop that will drive it.
+        if self._stub is None:
+            options = self._config.channel_options()
+            target = self._config.target
+            self._channel = (
+                grpc.aio.secure_channel(target, self._credentials, options=options)
+                if self._credentials is not None
+                else grpc.aio.insecure_channel(target, options=options)
+            )
+            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    def invoke(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> AsyncChunkStream:
+        """Call ``function`` with ``data`` (None: no input) and stream its chunks (``async for``)."""
+        call = self._get_stub().Invoke(
+            build_request(function, data, self._config.encoding),
+            timeout=self._config.call_timeout(timeout),
+            metadata=self._config.call_metadata(metadata),
+        )
+        return AsyncChunkStream(call)
+
+    async def call(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> Any:
+        """Call a function that produces exactly one value and return it."""
+        async with self.invoke(function, data, timeout=timeout, metadata=metadata) as stream:
+            values = aiter(stream)
+            async for value in values:
+                async for _ in values:
+                    raise too_many_chunks(function)
+                return value
+        raise no_chunk(function)
+
+    async def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
+        """The functions the server offers, sorted by name."""
+        try:
+            response = await self._get_stub().ListFunctions(
+                serverfn_pb2.ListFunctionsRequest(),
+                timeout=self._config.call_timeout(timeout),
+                metadata=self._config.call_metadata(None),
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        return function_infos(response)
+
+    async def aclose(self) -> None:
+        """Close the channel, cancelling calls still running."""
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError("AsyncClient is used with 'async with'; for 'with' use Client")
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None

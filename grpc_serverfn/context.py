@@ -1,0 +1,110 @@
+"""What a handler may ask about its call: metadata, peer, deadline, cancellation, trailers.
+
+A handler receives a ``Context`` by declaring a ``ctx`` parameter. It is safe to use from the
+worker thread that runs a sync handler, so a blocking loop can stop when ``ctx.cancelled``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+__all__ = ["Context", "Metadata"]
+
+MetadataValue = str | bytes
+
+
+class Metadata(Mapping[str, MetadataValue]):
+    """Read-only call metadata; ``metadata["key"]`` is the first value, ``get_all`` every one.
+
+    Keys are lower-case, as gRPC sends them; binary values (keys ending in ``-bin``) are bytes.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[tuple[str, MetadataValue]] = ()) -> None:
+        self._items = tuple(items)
+
+    def __getitem__(self, key: str) -> MetadataValue:
+        key = key.lower()
+        for item_key, value in self._items:
+            if item_key == key:
+                return value
+        raise KeyError(key)
+
+    def get_all(self, key: str) -> list[MetadataValue]:
+        """Every value sent under ``key``, in order."""
+        key = key.lower()
+        return [value for item_key, value in self._items if item_key == key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(key for key, _ in self._items))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys(key for key, _ in self._items))
+
+    def items_list(self) -> list[tuple[str, MetadataValue]]:
+        """Every ``(key, value)`` pair, duplicates included, in the order received."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Metadata({list(self._items)!r})"
+
+
+class Context:
+    """The call a handler is serving."""
+
+    __slots__ = ("_cancelled", "_deadline", "_trailing_metadata", "function", "metadata", "peer")
+
+    def __init__(
+        self,
+        function: str,
+        metadata: Metadata,
+        peer: str,
+        time_remaining: float | None,
+    ) -> None:
+        self.function = function
+        """The name of the server function being called."""
+        self.metadata = metadata
+        """The caller's request metadata."""
+        self.peer = peer
+        """The caller's address, as gRPC reports it (e.g. ``ipv4:127.0.0.1:53124``)."""
+        self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        self._cancelled = threading.Event()
+        self._trailing_metadata: list[tuple[str, MetadataValue]] = []
+
+    @classmethod
+    def from_grpc(cls, function: str, context: grpc.aio.ServicerContext[object, object]) -> Context:
+        """Capture what the handler may need from a grpc.aio servicer context."""
+        metadata = Metadata(
+            [(item.key, item.value) for item in context.invocation_metadata() or ()]
+        )
+        return cls(function, metadata, context.peer(), context.time_remaining())
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the caller's deadline, or None when it set none."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller has cancelled, gone away or run out of time."""
+        return self._cancelled.is_set()
+
+    def set_trailing_metadata(self, key: str, value: MetadataValue) -> None:
+        """Add a trailer to send when the call ends (after the last chunk, or with its error)."""
+        self._trailing_metadata.append((key.lower(), value))
+
+    @property
+    def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """The trailers set so far."""
+        return tuple(self._trailing_metadata)
+
+    def _mark_cancelled(self) -> None:
+        self._cancelled.set()

@@ -1,0 +1,396 @@
+"""The gRPC server: the ServerFunctions servicer on grpc.aio, with health, reflection and
+graceful shutdown.
+
+``ServerFunctionsServicer.Invoke`` is the one place that drives every call: it looks the
+function up, decodes the input, runs the middleware chain and the handler, encodes and writes
+each chunk as the transport accepts it (backpressure), maps every failure to a status, and
+closes every stream it opened in ``finally``, so cleanup runs at cancel time rather than at
+garbage collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import codec
+from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
+from .concurrency import open_handler
+from .context import Context
+from .errors import Internal, InvalidArgument, NotFound, ServerFnError
+from .middleware import Call, build_chain
+from .registry import NO_INPUT, Registry, ServerFunction
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "SERVICE_NAME",
+    "Server",
+    "ServerFunctionsServicer",
+    "ServerTLS",
+    "serve",
+]
+
+logger = logging.getLogger("grpc_serverfn.server")
+
+SERVICE_NAME: str = serverfn_pb2.DESCRIPTOR.services_by_name["ServerFunctions"].full_name
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+_Encoder = Callable[[Any, int], serverfn_pb2.Chunk]
+
+
+def _json_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
+    return serverfn_pb2.Chunk(json=codec.encode_json(value), seq=seq)
+
+
+def _value_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
+    chunk = serverfn_pb2.Chunk(seq=seq)
+    codec.fill_value(chunk.value, value)
+    return chunk
+
+
+_METHODS = {"GET": serverfn_pb2.METHOD_GET, "POST": serverfn_pb2.METHOD_POST}
+
+
+class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
+    """Serves a frozen Registry over ``serverfn.v1.ServerFunctions``."""
+
+    def __init__(self, registry: Registry, *, executor: ThreadPoolExecutor | None = None) -> None:
+        registry.freeze()
+        self._registry = registry
+        self._executor = executor
+        self._chain = build_chain(registry.middlewares, self._endpoint)
+        self._function_list = serverfn_pb2.ListFunctionsResponse(
+            functions=[_describe(function) for function in registry]
+        )
+
+    def _endpoint(self, call: Call) -> AsyncIterator[Any]:
+        arguments = call.function.arguments(call.input, call.ctx)
+        return open_handler(call.function, arguments, self._executor)
+
+    async def Invoke(  # noqa: N802 - the RPC's name
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+    ) -> None:
+        function = self._registry.get(request.function)
+        if function is None:
+            _end_with(context, _unknown_function(request.function), ())
+            return
+        ctx = Context.from_grpc(function.name, context)
+        call: Call | None = None
+        seq = 0
+        error: ServerFnError | None = None
+        try:
+            encode = _encoder_for(request)
+            call = Call(function, _decode_input(request), ctx)
+            async for value in self._chain(call):
+                try:
+                    message = encode(value, seq)
+                except codec.UnencodableValue as unencodable:
+                    raise _unencodable(function, seq, unencodable) from None
+                await context.write(message)
+                seq += 1
+        except ServerFnError as raised:
+            error = raised
+        except asyncio.CancelledError:
+            ctx._mark_cancelled()
+            raise
+        except Exception:
+            logger.exception("server function %r raised an unexpected error", function.name)
+            error = Internal(f"server function {function.name!r} failed; see the server log")
+        finally:
+            if call is not None:
+                await _close_streams(call)
+        _end_with(context, error, ctx.trailing_metadata)
+
+    async def ListFunctions(  # noqa: N802 - the RPC's name
+        self,
+        request: serverfn_pb2.ListFunctionsRequest,
+        context: grpc.aio.ServicerContext[
+            serverfn_pb2.ListFunctionsRequest, serverfn_pb2.ListFunctionsResponse
+        ],
+    ) -> serverfn_pb2.ListFunctionsResponse:
+        return self._function_list
+
+
+def _encoder_for(request: serverfn_pb2.InvokeRequest) -> _Encoder:
+    accept = request.accept
+    if accept == serverfn_pb2.ENCODING_UNSPECIFIED:
+        return _value_chunk if request.WhichOneof("input") == "value" else _json_chunk
+    if accept == serverfn_pb2.ENCODING_JSON:
+        return _json_chunk
+    if accept == serverfn_pb2.ENCODING_VALUE:
+        return _value_chunk
+    raise InvalidArgument(
+        f"unknown accept encoding {accept}; expected ENCODING_JSON (1) or ENCODING_VALUE (2)",
+        field_violations=[("accept", f"unknown encoding {accept}")],
+    )
+
+
+def _decode_input(request: serverfn_pb2.InvokeRequest) -> Any:
+    which = request.WhichOneof("input")
+    if which == "value":
+        return codec.from_value(request.value)
+    if which == "json" and request.json:
+        try:
+            return codec.decode_json(request.json)
+        except codec.JSONDecodeError as error:
+            where = f"line {error.lineno} column {error.colno} (char {error.pos})"
+            raise InvalidArgument(
+                f"malformed JSON input: {error.msg} at {where}",
+                field_violations=[("json", f"{error.msg} at {where}")],
+            ) from None
+    return NO_INPUT
+
+
+def _unknown_function(name: str) -> NotFound:
+    return NotFound(f"unknown server function {name!r}; ListFunctions lists what this server offers")
+
+
+def _unencodable(
+    function: ServerFunction, seq: int, error: codec.UnencodableValue
+) -> Internal:
+    logger.error(
+        "server function %r produced chunk %d of type %s, which cannot be encoded as JSON: %s",
+        function.name,
+        seq,
+        error.type_name,
+        error.reason,
+    )
+    return Internal(
+        f"server function {function.name!r} produced a value of type {error.type_name!r}"
+        f" that cannot be encoded as JSON ({error.reason})"
+    )
+
+
+def _end_with(
+    context: grpc.aio.ServicerContext[Any, Any],
+    error: ServerFnError | None,
+    trailing_metadata: Sequence[tuple[str, str | bytes]],
+) -> None:
+    if error is None:
+        if trailing_metadata:
+            context.set_trailing_metadata(tuple(trailing_metadata))
+        return
+    status = error.to_status()
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata((*trailing_metadata, *status.trailing_metadata))
+
+
+async def _close_streams(call: Call) -> None:
+    # Outermost first: closing a middleware's generator leaves the stream it iterated open.
+    for stream in call.opened:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except Exception:
+            logger.exception("cleanup of server function %r raised", call.function.name)
+
+
+def _describe(function: ServerFunction) -> serverfn_pb2.FunctionInfo:
+    info = serverfn_pb2.FunctionInfo(
+        name=function.name,
+        description=function.description,
+        streaming=function.streaming,
+        method=_METHODS[function.method],
+        takes_input=function.takes_input,
+        input_required=function.input_required,
+    )
+    if function.validator is not None:
+        info.input_schema.CopyFrom(codec.dict_to_struct(function.validator.schema))
+    if function.output_schema is not None:
+        info.output_schema.CopyFrom(codec.dict_to_struct(function.output_schema))
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """Server TLS material (PEM). With ``client_ca`` set, clients must present a certificate."""
+
+    certificate_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(
+        cls, certificate_chain: str | Path, private_key: str | Path, client_ca: str | Path | None = None
+    ) -> ServerTLS:
+        """Read the PEM files."""
+        return cls(
+            Path(certificate_chain).read_bytes(),
+            Path(private_key).read_bytes(),
+            Path(client_ca).read_bytes() if client_ca is not None else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+class Server:
+    """A grpc.aio server for one Registry, with health and (by default) reflection.
+
+    ``port=0`` binds an ephemeral port; ``port`` then reads the one bound.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        reflection: bool = True,
+        tls: ServerTLS | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        grace: float = 10.0,
+        max_workers: int = 32,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.registry = registry
+        self.host = host
+        self.grace = grace
+        self._requested_port = port
+        self._reflection = reflection
+        self._tls = tls
+        self._max_message_bytes = max_message_bytes
+        self._max_workers = max_workers
+        self._interceptors = tuple(interceptors)
+        self._options = tuple(options)
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after ``start``)."""
+        if self._port is None:
+            raise RuntimeError("the server has not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound, for clients to dial."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind, register the services and start serving."""
+        if self._server is not None:
+            raise RuntimeError("the server has already started")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
+        )
+        servicer = ServerFunctionsServicer(self.registry, executor=self._executor)
+        server = grpc.aio.server(
+            interceptors=self._interceptors,
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                *self._options,
+            ],
+        )
+        serverfn_pb2_grpc.add_ServerFunctionsServicer_to_server(servicer, server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self._reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+        bind = f"{self.host}:{self._requested_port}"
+        if ":" in self.host and not self.host.startswith("["):
+            bind = f"[{self.host}]:{self._requested_port}"
+        if self._tls is not None:
+            self._port = server.add_secure_port(bind, self._tls.credentials())
+        else:
+            self._port = server.add_insecure_port(bind)
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "grpc-serverfn serving %d function(s) on %s (%s, reflection %s)",
+            len(self.registry),
+            self.address,
+            "TLS" if self._tls is not None else "insecure",
+            "on" if self._reflection else "off",
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``
+        seconds (default: the server's), then cancel the rest (their cleanup runs)."""
+        if self._server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.grace if grace is None else grace)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def serve_until_signalled(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, then shut down gracefully.
+
+        A second signal during the graceful shutdown exits the process at once.
+        Returns the exit status: 0 after a graceful shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        signals_seen = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            name = signal.Signals(signum).name
+            if signals_seen == 1:
+                logger.info(
+                    "%s received: shutting down (grace %.1fs); send it again to exit now",
+                    name,
+                    self.grace,
+                )
+                stop_requested.set()
+            else:
+                logger.warning("%s received again: exiting now", name)
+                logging.shutdown()
+                os._exit(128 + signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await self.start()
+            await stop_requested.wait()
+            await self.stop()
+            logger.info("grpc-serverfn stopped")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        return 0
+
+
+def serve(registry: Registry, **options: Any) -> int:
+    """Serve ``registry`` until SIGTERM/SIGINT (blocking); options are ``Server``'s."""
+    server = Server(registry, **options)
+    return asyncio.run(server.serve_until_signalled())
