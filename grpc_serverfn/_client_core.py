@@ -11,8 +11,8 @@ from typing import Any, Literal, Protocol
 import grpc
 
 from . import codec
-from ._version import __version__
 from ._proto.serverfn.v1 import serverfn_pb2
+from ._version import __version__
 from .errors import ServerFnError, error_from_status
 
 __all__ = [
@@ -74,7 +74,9 @@ class ClientConfig:
     def channel_options(self) -> list[tuple[str, Any]]:
         return [("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"), *self.options]
 
-    def call_metadata(self, metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...] | None:
+    def call_metadata(
+        self, metadata: MetadataLike | None
+    ) -> tuple[tuple[str, str | bytes], ...] | None:
         """The client's default metadata followed by the call's own."""
         merged = self.metadata + _metadata_items(metadata)
         return merged or None
@@ -133,7 +135,9 @@ def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[Functio
             method=_METHOD_NAMES.get(info.method, "GET"),
             takes_input=info.takes_input,
             input_required=info.input_required,
-            input_schema=codec.struct_to_dict(info.input_schema) if info.HasField("input_schema") else None,
+            input_schema=codec.struct_to_dict(info.input_schema)
+            if info.HasField("input_schema")
+            else None,
             output_schema=codec.struct_to_dict(info.output_schema)
             if info.HasField("output_schema")
             else None,

@@ -17,7 +17,7 @@ with an error raises a ``ServerFnError`` subclass, after every chunk received be
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -77,7 +77,7 @@ class ChunkStream(Iterator[Any]):
         raise TypeError("Client streams are iterated with 'for'; use AsyncClient for 'async for'")
 
 
-def _sync_chunks(call: Any) -> Iterator[Any]:
+def _sync_chunks(call: Any) -> Generator[Any, None, None]:
     try:
         for chunk in call:
             yield decode_chunk(chunk)
@@ -127,7 +127,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
         raise TypeError("AsyncClient streams are iterated with 'async for'; use Client for 'for'")
 
 
-async def _async_chunks(call: Any) -> AsyncIterator[Any]:
+async def _async_chunks(call: Any) -> AsyncGenerator[Any, None]:
     try:
         async for chunk in call:
             yield decode_chunk(chunk)
@@ -159,7 +159,7 @@ class Client:
             if credentials is not None
             else grpc.insecure_channel(target, options=channel_options)
         )
-        self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)
+        self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
 
     def invoke(
         self,
@@ -269,7 +269,7 @@ class AsyncClient:
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> AsyncChunkStream:
-        """Call ``function`` with ``data`` (None: no input) and stream its chunks (``async for``)."""
+        """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks."""
         call = self._get_stub().Invoke(
             build_request(function, data, self._config.encoding),
             timeout=self._config.call_timeout(timeout),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -56,7 +56,7 @@ class _Stepper:
 
     __slots__ = ("_close_requested", "_context", "_generator", "_lock", "_stepping")
 
-    def __init__(self, generator: Iterator[Any]) -> None:
+    def __init__(self, generator: Generator[Any, None, None]) -> None:
         self._generator = generator
         self._context = contextvars.copy_context()
         self._lock = threading.Lock()
@@ -91,7 +91,7 @@ class _Stepper:
 
 
 async def iterate_in_threadpool(
-    generator: Iterator[Any], executor: Executor | None = None
+    generator: Generator[Any, None, None], executor: Executor | None = None
 ) -> AsyncIterator[Any]:
     """Iterate a sync generator from async code, each step in a worker thread."""
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -79,11 +79,9 @@ class Context:
         self._trailing_metadata: list[tuple[str, MetadataValue]] = []
 
     @classmethod
-    def from_grpc(cls, function: str, context: grpc.aio.ServicerContext[object, object]) -> Context:
+    def from_grpc(cls, function: str, context: grpc.aio.ServicerContext[Any, Any]) -> Context:
         """Capture what the handler may need from a grpc.aio servicer context."""
-        metadata = Metadata(
-            [(item.key, item.value) for item in context.invocation_metadata() or ()]
-        )
+        metadata = Metadata([(key, value) for key, value in context.invocation_metadata() or ()])
         return cls(function, metadata, context.peer(), context.time_remaining())
 
     def time_remaining(self) -> float | None:

@@ -56,6 +56,9 @@ __all__ = [
     "error_class_for",
 ]
 
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+"""The trailer that carries the ``google.rpc.Status`` with an error's details."""
+
 FieldViolation = tuple[str, str]
 """A ``(field, description)`` pair; ``field`` is a dotted path, ``""`` for the input itself."""
 
@@ -271,7 +274,7 @@ def _details_from_trailers(
     code: grpc.StatusCode, trailing_metadata: Iterable[tuple[str, str | bytes]]
 ) -> list[Message]:
     raw = next(
-        (value for key, value in trailing_metadata if key == rpc_status.GRPC_DETAILS_METADATA_KEY),
+        (value for key, value in trailing_metadata if key == GRPC_DETAILS_METADATA_KEY),
         None,
     )
     if not isinstance(raw, bytes):
@@ -308,4 +311,3 @@ def _unpack(packed: any_pb2.Any) -> Message | None:
         return packed  # unknown detail types stay packed; callers can Unpack them
     message = cls()
     return message if packed.Unpack(message) else None
-

@@ -135,6 +135,8 @@ class Registry:
     @overload
     def server_fn(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         method: HTTPMethod = "GET",
@@ -144,14 +146,14 @@ class Registry:
 
     def server_fn(
         self,
-        fn: F | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
         method: HTTPMethod = "GET",
         description: str | None = None,
         validator: Any = None,
-    ) -> F | Callable[[F], F]:
+    ) -> Any:
         """Register a function; use bare (``@fns.server_fn``) or with options.
 
         ``name`` defaults to the function's ``__name__``, ``description`` to its docstring;
@@ -241,7 +243,9 @@ def _classify(
         )
     method = method.upper()
     if method not in ("GET", "POST"):
-        raise ValueError(f"server function {name!r}: method must be 'GET' or 'POST', not {method!r}")
+        raise ValueError(
+            f"server function {name!r}: method must be 'GET' or 'POST', not {method!r}"
+        )
 
     signature = inspect.signature(fn)
     hints = _type_hints(fn, name)
@@ -266,7 +270,9 @@ def _classify(
             _INPUT_PARAMETER,
             _CONTEXT_PARAMETER,
         ):
-            raise TypeError(f"server function {name!r}: {parameter.name!r} must not be positional-only")
+            raise TypeError(
+                f"server function {name!r}: {parameter.name!r} must not be positional-only"
+            )
 
     validator: Validator | None = None
     input_default: Any = NO_INPUT
@@ -276,7 +282,9 @@ def _classify(
         if data_parameter.default is not inspect.Parameter.empty:
             input_default = data_parameter.default
     elif explicit_validator is not None:
-        raise TypeError(f"server function {name!r}: a validator was given but it has no 'data' parameter")
+        raise TypeError(
+            f"server function {name!r}: a validator was given but it has no 'data' parameter"
+        )
 
     kind = _kind_of(fn)
     return ServerFunction(

@@ -156,12 +156,12 @@ def _decode_input(request: serverfn_pb2.InvokeRequest) -> Any:
 
 
 def _unknown_function(name: str) -> NotFound:
-    return NotFound(f"unknown server function {name!r}; ListFunctions lists what this server offers")
+    return NotFound(
+        f"unknown server function {name!r}; ListFunctions lists what this server offers"
+    )
 
 
-def _unencodable(
-    function: ServerFunction, seq: int, error: codec.UnencodableValue
-) -> Internal:
+def _unencodable(function: ServerFunction, seq: int, error: codec.UnencodableValue) -> Internal:
     logger.error(
         "server function %r produced chunk %d of type %s, which cannot be encoded as JSON: %s",
         function.name,
@@ -228,7 +228,10 @@ class ServerTLS:
 
     @classmethod
     def from_files(
-        cls, certificate_chain: str | Path, private_key: str | Path, client_ca: str | Path | None = None
+        cls,
+        certificate_chain: str | Path,
+        private_key: str | Path,
+        client_ca: str | Path | None = None,
     ) -> ServerTLS:
         """Read the PEM files."""
         return cls(
@@ -310,7 +313,7 @@ class Server:
                 *self._options,
             ],
         )
-        serverfn_pb2_grpc.add_ServerFunctionsServicer_to_server(servicer, server)
+        serverfn_pb2_grpc.add_ServerFunctionsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._reflection:

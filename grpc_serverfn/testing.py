@@ -56,7 +56,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_in_thread(registry: Registry, *, grace: float = 1.0, **options: Any) -> Iterator[RunningServer]:
+def run_in_thread(
+    registry: Registry, *, grace: float = 1.0, **options: Any
+) -> Iterator[RunningServer]:
     """Serve ``registry`` from a background thread for the duration of the ``with`` block."""
     server = Server(registry, host="127.0.0.1", port=0, grace=grace, **options)
     loop = asyncio.new_event_loop()
@@ -92,7 +94,9 @@ def run_in_thread(registry: Registry, *, grace: float = 1.0, **options: Any) -> 
 
 
 @contextlib.asynccontextmanager
-async def run_in_loop(registry: Registry, *, grace: float = 1.0, **options: Any) -> AsyncIterator[RunningServer]:
+async def run_in_loop(
+    registry: Registry, *, grace: float = 1.0, **options: Any
+) -> AsyncIterator[RunningServer]:
     """Serve ``registry`` from the running event loop for the duration of the ``async with``."""
     server = Server(registry, host="127.0.0.1", port=0, grace=grace, **options)
     await server.start()

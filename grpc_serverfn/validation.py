@@ -68,7 +68,8 @@ def validator_for(function_name: str, spec: Any) -> Validator:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(spec)
         except (PydanticSchemaGenerationError, PydanticUserError) as error:
             raise TypeError(
-                f"server function {function_name!r}: cannot validate input of type {spec!r}: {error}"
+                f"server function {function_name!r}: cannot validate input of type"
+                f" {spec!r}: {error}"
             ) from None
         return Validator(function_name, adapter.validate_python, _input_schema(adapter))
     if callable(spec):

@@ -1,0 +1,362 @@
+"""The ``grpc-serverfn`` command: ``serve``, ``call`` and ``list``.
+
+``call`` prints one JSON line per chunk on stdout; errors go to stderr, and the exit status is
+64 + the gRPC status code, as grpcurl's is (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+import orjson
+from tqdm import tqdm
+
+from . import codec
+from ._version import __version__
+from .client import Client
+from .errors import ServerFnError
+from .registry import Registry
+from .server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerTLS
+
+__all__ = ["load_registry", "main"]
+
+USAGE_ERROR = 2
+_STATUS_EXIT_BASE = 64
+
+
+class UsageError(Exception):
+    """A mistake on the command line; printed without a traceback, exit status 2."""
+
+
+def load_registry(spec: str) -> Registry:
+    """Load ``module:attr`` or ``path/to/file.py:attr``; ``:attr`` may be left out when the
+    module holds exactly one Registry."""
+    module_part, _, attribute = spec.partition(":")
+    if module_part.endswith(".py") or os.sep in module_part:
+        path = Path(module_part).resolve()
+        if not path.is_file():
+            raise UsageError(f"no such file: {module_part}")
+        sys.path.insert(0, str(path.parent))
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise UsageError(f"cannot import {module_part}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as error:
+            if error.name and module_part.startswith(error.name):
+                raise UsageError(f"no module named {module_part!r}") from None
+            raise
+    if attribute:
+        registry = getattr(module, attribute, None)
+        if not isinstance(registry, Registry):
+            raise UsageError(f"{module_part}:{attribute} is not a grpc_serverfn.Registry")
+        return registry
+    registries = [value for value in vars(module).values() if isinstance(value, Registry)]
+    if len(registries) != 1:
+        raise UsageError(
+            f"{module_part} holds {len(registries)} Registry objects;"
+            f" name one as {module_part}:NAME"
+        )
+    return registries[0]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grpc-serverfn", description="Serve and call streaming server functions over gRPC."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve a Registry", description="Serve a Registry.")
+    serve.add_argument("app", metavar="MODULE:ATTR", help="e.g. app:fns or examples/demo.py:fns")
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("SERVERFN_HOST", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1; env SERVERFN_HOST)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SERVERFN_PORT", "50051")),
+        help="port to bind, 0 for any free one (default 50051; env SERVERFN_PORT)",
+    )
+    serve.add_argument(
+        "--no-reflection",
+        dest="reflection",
+        action="store_false",
+        help="turn off gRPC server reflection",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain; turns on TLS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA bundle; clients must present a certificate it signed (mTLS)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight calls may take to finish at shutdown (default 10)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help=f"largest request or chunk message (default {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    def add_target_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "target", metavar="TARGET", help="server address, e.g. localhost:50051"
+        )
+        command.add_argument("--timeout", type=float, help="deadline in seconds")
+        command.add_argument(
+            "-H",
+            "--header",
+            action="append",
+            default=[],
+            metavar="'KEY: VALUE'",
+            help="request metadata; repeat for more",
+        )
+        command.add_argument("--tls", action="store_true", help="connect with TLS")
+        command.add_argument(
+            "--ca", type=Path, help="PEM CA bundle to verify the server (implies --tls)"
+        )
+
+    call = commands.add_parser(
+        "call",
+        help="call a function, one JSON line per chunk",
+        description="Call a server function and print one JSON line per chunk.",
+    )
+    add_target_options(call)
+    call.add_argument("function", metavar="FUNCTION")
+    call.add_argument(
+        "data",
+        metavar="JSON",
+        nargs="?",
+        help="the input as JSON; '-' reads stdin, '@FILE' reads a file",
+    )
+    call.add_argument(
+        "--encoding",
+        choices=["json", "value"],
+        default="json",
+        help="chunk encoding on the wire (default json)",
+    )
+    progress = call.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show a progress bar on stderr",
+    )
+    progress.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="never show a progress bar (default: only when stdout is a terminal)",
+    )
+
+    listing = commands.add_parser(
+        "list",
+        help="list the functions a server offers",
+        description="List the functions a server offers.",
+    )
+    add_target_options(listing)
+    listing.add_argument("--json", action="store_true", help="print them as one JSON document")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "call":
+            return _call(args)
+        return _list(args)
+    except UsageError as error:
+        print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except ServerFnError as error:
+        _print_error(error, sys.stderr)
+        return _STATUS_EXIT_BASE + error.code.value[0]
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        tls = ServerTLS.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+    elif args.tls_client_ca:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    registry = load_registry(args.app)
+    server = Server(
+        registry,
+        host=args.host,
+        port=args.port,
+        reflection=args.reflection,
+        tls=tls,
+        grace=args.grace,
+        max_message_bytes=args.max_message_bytes,
+    )
+    status = asyncio.run(server.serve_until_signalled())
+    # A sync handler still blocked in a worker thread would hold the interpreter open forever.
+    if any(t.name.startswith("serverfn-worker") and t.is_alive() for t in threading.enumerate()):
+        logging.getLogger("grpc_serverfn.server").warning(
+            "worker threads still busy; exiting anyway"
+        )
+        logging.shutdown()
+        os._exit(status)
+    return status
+
+
+def _client(args: argparse.Namespace, **options: Any) -> Client:
+    metadata = []
+    for header in args.header:
+        key, separator, value = header.partition(":")
+        if not separator or not key.strip():
+            raise UsageError(f"header {header!r} is not 'KEY: VALUE'")
+        metadata.append((key.strip().lower(), value.strip()))
+    credentials = None
+    if args.tls or args.ca:
+        credentials = grpc.ssl_channel_credentials(args.ca.read_bytes() if args.ca else None)
+    return Client(
+        args.target, credentials=credentials, timeout=args.timeout, metadata=metadata, **options
+    )
+
+
+def _read_input(argument: str | None) -> Any:
+    if argument is None:
+        return None
+    text = argument
+    if argument == "-":
+        text = sys.stdin.read()
+    elif argument.startswith("@"):
+        try:
+            text = Path(argument[1:]).read_text()
+        except OSError as error:
+            raise UsageError(f"cannot read {argument[1:]}: {error.strerror}") from None
+    try:
+        return codec.decode_json(text)
+    except codec.JSONDecodeError as error:
+        raise UsageError(f"the input is not valid JSON: {error}") from None
+
+
+def _call(args: argparse.Namespace) -> int:
+    data = _read_input(args.data)
+    show_progress = args.progress if args.progress is not None else sys.stdout.isatty()
+    bar: _ProgressBar | None = _ProgressBar() if show_progress else None
+    out = sys.stdout
+    try:
+        with _client(args, encoding=args.encoding) as client:
+            for chunk in client.invoke(args.function, data):
+                if bar is not None:
+                    bar.update(chunk)
+                out.write(orjson.dumps(chunk).decode() + "\n")
+                out.flush()
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr, driven by chunks that carry ``percent`` or ``processed``/``total``."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[Any] | None = None
+
+    def update(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        if isinstance(chunk.get("processed"), int | float) and isinstance(
+            chunk.get("total"), int | float
+        ):
+            done, total = chunk["processed"], chunk["total"]
+        elif isinstance(chunk.get("percent"), int | float):
+            done, total = chunk["percent"], 100
+        elif isinstance(chunk.get("progress"), int | float):
+            done, total = chunk["progress"], 100
+        else:
+            return
+        if self._bar is None:
+            self._bar = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        functions = client.functions()
+    if args.json:
+        listing = [
+            {
+                "name": info.name,
+                "description": info.description,
+                "streaming": info.streaming,
+                "method": info.method,
+                "takes_input": info.takes_input,
+                "input_required": info.input_required,
+                "input_schema": info.input_schema,
+                "output_schema": info.output_schema,
+            }
+            for info in functions
+        ]
+        print(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for info in functions:
+        kind = "stream" if info.streaming else "unary"
+        print(f"{info.name}  {info.method} {kind}")
+        if info.description:
+            first_line = info.description.splitlines()[0]
+            print(f"    {first_line}")
+        if info.input_schema is not None:
+            print(f"    input:  {orjson.dumps(info.input_schema).decode()}")
+        if info.output_schema is not None:
+            print(f"    output: {orjson.dumps(info.output_schema).decode()}")
+    return 0
+
+
+def _print_error(error: ServerFnError, stream: TextIO) -> None:
+    print(f"error: {error.code.name}: {error.message}", file=stream)
+    for field, description in error.field_violations:
+        print(f"  {field or '(input)'}: {description}", file=stream)
+    for detail in error.details:
+        kind = type(detail).__name__
+        if kind != "BadRequest":
+            print(f"  {kind}: {detail}".rstrip(), file=stream)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
