@@ -1,0 +1,272 @@
+"""Server functions the tests call: every kind of function, every way to fail.
+
+The server runs in the test process (``run_in_thread``), so handlers record what happened
+to them (cleanup ran, how far a generator got) in ``PROBES`` for the tests to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import enum
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, Field
+
+from grpc_serverfn import Context, FailedPrecondition, InvalidArgument, NotFound, Registry
+
+fns = Registry()
+
+
+class Probe:
+    """What one call's handler did, read by the test that made the call."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cleaned_up = threading.Event()
+        self.cancelled_seen = threading.Event()
+        self.produced = 0
+        self.remaining: list[float | None] = []
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def probe(key: str) -> Probe:
+    return PROBES.setdefault(key, Probe())
+
+
+class Count(BaseModel):
+    n: int = Field(ge=0, le=1_000_000)
+    probe: str = ""
+
+
+@fns.server_fn
+async def count_async(data: Count) -> AsyncIterator[int]:
+    """Yield 0..n-1 from an async generator."""
+    for i in range(data.n):
+        yield i
+
+
+@fns.server_fn
+def count_sync(data: Count) -> Iterator[int]:
+    """Yield 0..n-1 from a sync generator."""
+    yield from range(data.n)
+
+
+@fns.server_fn
+async def echo_async(data: Any) -> Any:
+    """Return the input from a coroutine."""
+    return data
+
+
+@fns.server_fn
+def echo_sync(data: Any) -> Any:
+    """Return the input from a plain function."""
+    return data
+
+
+@fns.server_fn
+async def no_input() -> dict[str, bool]:
+    return {"ok": True}
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Model(BaseModel):
+    name: str
+    tags: list[str]
+
+
+@fns.server_fn
+async def rich_values() -> AsyncIterator[Any]:
+    """One chunk of each kind of value orjson knows how to encode."""
+    yield {"a": 1, "b": [1.5, None, True, "x"]}
+    yield [1, 2, 3]
+    yield "text"
+    yield 42
+    yield None
+    yield Point(1, 2)
+    yield Model(name="m", tags=["t"])
+    yield datetime.datetime(2026, 12, 1, 12, 30, tzinfo=datetime.UTC)
+    yield uuid.UUID("12345678-1234-5678-1234-567812345678")
+    yield Colour.RED
+    yield {"nested": {"point": Point(3, 4), "when": datetime.date(2026, 1, 2)}}
+
+
+@fns.server_fn
+async def fail_after(data: Count) -> AsyncIterator[int]:
+    """Yield n chunks, then fail with FAILED_PRECONDITION and a detail."""
+    for i in range(data.n):
+        yield i
+    raise FailedPrecondition("the widget is not ready")
+
+
+@fns.server_fn
+def fail_after_sync(data: Count) -> Iterator[int]:
+    """Yield n chunks from a sync generator, then raise NotFound."""
+    yield from range(data.n)
+    raise NotFound("no such widget: w-42")
+
+
+class SecretError(RuntimeError):
+    pass
+
+
+@fns.server_fn
+async def crash_after(data: Count) -> AsyncIterator[int]:
+    """Yield n chunks, then raise an unexpected exception with a secret in its message."""
+    for i in range(data.n):
+        yield i
+    raise SecretError("password=hunter2 at /srv/app/secrets.py")
+
+
+@fns.server_fn
+def crash_sync() -> int:
+    raise SecretError("password=hunter2")
+
+
+@fns.server_fn
+async def unencodable(data: Count) -> AsyncIterator[Any]:
+    """Yield n chunks, then a value orjson cannot encode."""
+    for i in range(data.n):
+        yield i
+    yield object()
+
+
+@fns.server_fn
+async def raise_invalid() -> AsyncIterator[int]:
+    """Fail with InvalidArgument naming two fields."""
+    raise InvalidArgument(
+        "two fields are wrong", field_violations=[("a", "must be set"), ("b.c", "too long")]
+    )
+    yield 0  # pragma: no cover - makes this a generator
+
+
+class Wait(BaseModel):
+    probe: str
+    seconds: float = 30.0
+    chunks: int = 1
+
+
+@fns.server_fn
+async def wait_async(data: Wait) -> AsyncIterator[int]:
+    """Yield some chunks, then wait (cancellably); records cleanup in its probe."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        for i in range(data.chunks):
+            yield i
+        await asyncio.sleep(data.seconds)
+        yield -1
+    except asyncio.CancelledError:
+        record.cancelled_seen.set()
+        raise
+    finally:
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+def wait_sync(data: Wait, ctx: Context) -> Iterator[int]:
+    """A sync generator that yields chunks then polls ctx.cancelled; records cleanup."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        for i in range(data.chunks):
+            yield i
+        deadline = time.monotonic() + data.seconds
+        while time.monotonic() < deadline:
+            if ctx.cancelled:
+                record.cancelled_seen.set()
+                return
+            time.sleep(0.01)
+        yield -1
+    finally:
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+def sync_endless(data: Wait) -> Iterator[int]:
+    """A sync generator that never ends by itself: it must be closed at a yield."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        i = 0
+        while True:
+            record.produced = i
+            yield i
+            i += 1
+            time.sleep(0.001)
+    finally:
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+async def endless(data: Wait) -> AsyncIterator[str]:
+    """Yield 1 KiB chunks as fast as the transport takes them; counts what it produced."""
+    record = probe(data.probe)
+    payload = "x" * 1024
+    try:
+        while True:
+            record.produced += 1
+            yield payload
+    finally:
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+def blocking_sleep(data: float) -> str:
+    """Block its worker thread for `data` seconds."""
+    time.sleep(data)
+    return "slept"
+
+
+@fns.server_fn
+async def deadline_probe(data: Wait, ctx: Context) -> AsyncIterator[float | None]:
+    """Yield the time remaining, twice, then wait past the deadline."""
+    record = probe(data.probe)
+    try:
+        for _ in range(2):
+            remaining = ctx.time_remaining()
+            record.remaining.append(remaining)
+            yield remaining
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(data.seconds)
+    finally:
+        record.cleaned_up.set()
+
+
+class CallInfo(TypedDict):
+    function: str
+    peer: str
+    token: str | None
+    all_tags: list[str]
+    time_remaining: float | None
+
+
+@fns.server_fn
+async def context_info(ctx: Context) -> CallInfo:
+    """Report what the context says, and set two trailers."""
+    ctx.set_trailing_metadata("x-handled-by", "context_info")
+    ctx.set_trailing_metadata("x-checksum-bin", b"\x00\x01")
+    token = ctx.metadata.get("x-token")
+    return {
+        "function": ctx.function,
+        "peer": ctx.peer,
+        "token": token if isinstance(token, str) else None,
+        "all_tags": [str(tag) for tag in ctx.metadata.get_all("x-tag")],
+        "time_remaining": ctx.time_remaining(),
+    }

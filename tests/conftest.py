@@ -1,0 +1,82 @@
+"""Shared fixtures: one real server for the test app, and both clients behind one helper."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from grpc_serverfn import ServerFnError
+from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2_grpc
+from grpc_serverfn.testing import RunningServer, run_in_thread
+from tests import app
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    """The test app served from a background thread for the whole session."""
+    with run_in_thread(app.fns) as running:
+        yield running
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Every chunk a call delivered, and the error it ended with (None: it ended OK)."""
+
+    chunks: list[Any]
+    error: ServerFnError | None
+
+
+class Caller:
+    """Makes one call through Client or AsyncClient and reports the outcome the same way."""
+
+    def __init__(self, kind: str, target: str) -> None:
+        self.kind = kind
+        self.target = target
+
+    def __call__(self, function: str, data: Any = None, **options: Any) -> Outcome:
+        client_options = {key: options.pop(key) for key in ("encoding",) if key in options}
+        if self.kind == "sync":
+            return self._sync(function, data, client_options, options)
+        return asyncio.run(self._async(function, data, client_options, options))
+
+    def _sync(self, function: str, data: Any, client_options: Any, options: Any) -> Outcome:
+        from grpc_serverfn import Client
+
+        chunks: list[Any] = []
+        with Client(self.target, **client_options) as client:
+            try:
+                for chunk in client.invoke(function, data, **options):
+                    chunks.append(chunk)
+            except ServerFnError as error:
+                return Outcome(chunks, error)
+        return Outcome(chunks, None)
+
+    async def _async(self, function: str, data: Any, client_options: Any, options: Any) -> Outcome:
+        from grpc_serverfn import AsyncClient
+
+        chunks: list[Any] = []
+        async with AsyncClient(self.target, **client_options) as client:
+            try:
+                async for chunk in client.invoke(function, data, **options):
+                    chunks.append(chunk)
+            except ServerFnError as error:
+                return Outcome(chunks, error)
+        return Outcome(chunks, None)
+
+
+@pytest.fixture(params=["sync", "async"])
+def invoke(request: pytest.FixtureRequest, server: RunningServer) -> Caller:
+    """Call a test-app function through Client, then again through AsyncClient."""
+    return Caller(request.param, server.target)
+
+
+@pytest.fixture
+def stub(server: RunningServer) -> Iterator[serverfn_pb2_grpc.ServerFunctionsStub]:
+    """A plain grpcio stub, to see the wire messages themselves (seq numbers, encodings)."""
+    with grpc.insecure_channel(server.target) as channel:
+        yield serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
