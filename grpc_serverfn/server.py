@@ -100,8 +100,17 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                     message = encode(value, seq)
                 except codec.UnencodableValue as unencodable:
                     raise _unencodable(function, seq, unencodable) from None
-                await context.write(message)
+                try:
+                    await context.write(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    raise _CallEnded from None
                 seq += 1
+        except _CallEnded:
+            # The caller cancelled, ran out of time or went away while a chunk was being sent.
+            ctx._mark_cancelled()
+            return
         except ServerFnError as raised:
             error = raised
         except asyncio.CancelledError:
@@ -123,6 +132,10 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         ],
     ) -> serverfn_pb2.ListFunctionsResponse:
         return self._function_list
+
+
+class _CallEnded(Exception):
+    """The call was over (cancelled, deadline passed, connection lost) when a write was tried."""
 
 
 def _encoder_for(request: serverfn_pb2.InvokeRequest) -> _Encoder:
