@@ -17,9 +17,10 @@ import io
 import os
 import re
 from collections.abc import AsyncIterator
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from grpc_serverfn import FailedPrecondition, InvalidArgument, Registry, Unavailable
 

@@ -59,7 +59,7 @@ def load_registry(spec: str) -> Registry:
         try:
             module = importlib.import_module(module_part)
         except ModuleNotFoundError as error:
-            if error.name and module_part.startswith(error.name):
+            if error.name == module_part or module_part.startswith(f"{error.name}."):
                 raise UsageError(f"no module named {module_part!r}") from None
             raise
     if attribute:
@@ -202,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _STATUS_EXIT_BASE + error.code.value[0]
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`grpc-serverfn call ... | head -1`); the call is already
+        # cancelled. Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -225,7 +230,11 @@ def _serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         max_message_bytes=args.max_message_bytes,
     )
-    status = asyncio.run(server.serve_until_signalled())
+    try:
+        status = asyncio.run(server.serve_until_signalled())
+    except OSError as error:
+        print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+        return 1
     # A sync handler still blocked in a worker thread would hold the interpreter open forever.
     if any(t.name.startswith("serverfn-worker") and t.is_alive() for t in threading.enumerate()):
         logging.getLogger("grpc_serverfn.server").warning(

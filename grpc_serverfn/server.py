@@ -336,10 +336,15 @@ class Server:
         bind = f"{self.host}:{self._requested_port}"
         if ":" in self.host and not self.host.startswith("["):
             bind = f"[{self.host}]:{self._requested_port}"
-        if self._tls is not None:
-            self._port = server.add_secure_port(bind, self._tls.credentials())
-        else:
-            self._port = server.add_insecure_port(bind)
+        try:
+            if self._tls is not None:
+                self._port = server.add_secure_port(bind, self._tls.credentials())
+            else:
+                self._port = server.add_insecure_port(bind)
+        except RuntimeError:
+            raise OSError(
+                f"cannot listen on {bind}: the address is in use or not available"
+            ) from None
         await server.start()
         self._server = server
         for service in ("", SERVICE_NAME):

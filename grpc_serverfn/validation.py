@@ -10,6 +10,7 @@ explicitly as a model, a ``pydantic.TypeAdapter`` or any callable. The schema th
 from __future__ import annotations
 
 import collections.abc
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from .errors import FieldViolation, InvalidArgument
 
 __all__ = ["Validator", "output_schema", "validator_for"]
+
+logger = logging.getLogger("grpc_serverfn.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,5 +127,8 @@ def output_schema(return_annotation: Any, *, streaming: bool) -> dict[str, Any] 
         return None
     try:
         return pydantic.TypeAdapter(annotation).json_schema(mode="serialization")
-    except (PydanticSchemaGenerationError, PydanticUserError, TypeError):
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as error:
+        # Not fatal (chunks are not validated against it), but the user should know why
+        # ListFunctions shows no output schema.
+        logger.warning("no output schema for %r: %s", annotation, str(error).splitlines()[0])
         return None

@@ -14,9 +14,10 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypedDict
+from typing import Any
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from grpc_serverfn import Context, FailedPrecondition, InvalidArgument, NotFound, Registry
 
@@ -30,6 +31,7 @@ class Probe:
         self.started = threading.Event()
         self.cleaned_up = threading.Event()
         self.cancelled_seen = threading.Event()
+        self.waiting = threading.Event()  # past its last yield, waiting to be cancelled
         self.produced = 0
         self.remaining: list[float | None] = []
 
@@ -170,6 +172,7 @@ async def wait_async(data: Wait) -> AsyncIterator[int]:
     try:
         for i in range(data.chunks):
             yield i
+        record.waiting.set()
         await asyncio.sleep(data.seconds)
         yield -1
     except asyncio.CancelledError:
@@ -185,9 +188,9 @@ def wait_sync(data: Wait, ctx: Context) -> Iterator[int]:
     record = probe(data.probe)
     record.started.set()
     try:
-        for i in range(data.chunks):
-            yield i
+        yield from range(data.chunks)
         deadline = time.monotonic() + data.seconds
+        record.waiting.set()
         while time.monotonic() < deadline:
             if ctx.cancelled:
                 record.cancelled_seen.set()
