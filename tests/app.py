@@ -273,3 +273,11 @@ async def context_info(ctx: Context) -> CallInfo:
         "all_tags": [str(tag) for tag in ctx.metadata.get_all("x-tag")],
         "time_remaining": ctx.time_remaining(),
     }
+
+
+@fns.server_fn
+async def trailer_then_fail(ctx: Context) -> AsyncIterator[int]:
+    """Set a trailer, then fail: the trailer travels with the error status."""
+    ctx.set_trailing_metadata("x-attempt", "1")
+    raise FailedPrecondition("not yet")
+    yield 0  # pragma: no cover - makes this a generator
