@@ -129,7 +129,8 @@ def test_a_deadline_ends_the_call_and_the_handler_saw_time_shrink(
     assert isinstance(outcome.error, DeadlineExceeded)
     assert outcome.error.code is grpc.StatusCode.DEADLINE_EXCEEDED
     first, second = outcome.chunks
-    assert 0 < second < first <= 1.0
+    # The grpc-timeout header rounds the deadline up, so the server may see a little more.
+    assert 0 < second < first <= 1.1
     assert probe.cleaned_up.wait(PROMPTLY)
 
 

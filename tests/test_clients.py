@@ -72,7 +72,7 @@ def test_the_handler_sees_metadata_peer_and_deadline(invoke: Caller) -> None:
     assert info["token"] == "abc"
     assert info["all_tags"] == ["one", "two"]
     assert info["peer"].startswith(("ipv4:127.0.0.1:", "ipv6:"))
-    assert 0 < info["time_remaining"] <= 30
+    assert 0 < info["time_remaining"] <= 30.5  # grpc-timeout rounds up a little
 
 
 def test_client_default_metadata_and_timeout_apply_to_every_call(server: RunningServer) -> None:
@@ -80,7 +80,7 @@ def test_client_default_metadata_and_timeout_apply_to_every_call(server: Running
         info = client.call("context_info", metadata=[("x-tag", "per-call")])
         assert info["token"] == "default"
         assert info["all_tags"] == ["per-call"]
-        assert 0 < info["time_remaining"] <= 20
+        assert 0 < info["time_remaining"] <= 20.5
         with pytest.raises(DeadlineExceeded):
             list(client.invoke("wait_async", {"probe": "timeout-default"}, timeout=0.2))
 
