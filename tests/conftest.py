@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import importlib.util
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -14,6 +19,25 @@ from grpc_serverfn import ServerFnError
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2_grpc
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@contextlib.contextmanager
+def imported_example(name: str, **env: str) -> Iterator[ModuleType]:
+    """Import ``examples/<name>.py`` under a private module name, with ``env`` set meanwhile
+    (the demo reads its delays at import time)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        module_name = f"grpc_serverfn_example_{name}"
+        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        patch.setitem(sys.modules, module_name, module)
+        spec.loader.exec_module(module)
+        yield module
 
 
 @pytest.fixture(scope="session")

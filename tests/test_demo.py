@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from grpc_serverfn import (
-    AsyncClient,
-    Client,
     FailedPrecondition,
     InvalidArgument,
-    ServerFnError,
 )
 from grpc_serverfn.testing import RunningServer, run_in_thread
-
-DEMO_PATH = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
-DEMO_MODULE = "grpc_serverfn_demo_under_test"
+from tests.conftest import Caller, imported_example
 
 STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress": 100, "done": True}]
 
@@ -31,15 +22,7 @@ STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress":
 @pytest.fixture(scope="module")
 def demo() -> Iterator[ModuleType]:
     """examples/demo.py, imported with short sleeps (it reads them at import time)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DEMO_STEP_SECONDS", "0.005")
-        patch.setenv("DEMO_TOKEN_SECONDS", "0.001")
-        spec = importlib.util.spec_from_file_location(DEMO_MODULE, DEMO_PATH)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        patch.setitem(sys.modules, DEMO_MODULE, module)
-        spec.loader.exec_module(module)
+    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
         yield module
 
 
@@ -53,50 +36,6 @@ def server(demo: ModuleType) -> Iterator[RunningServer]:
 def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo picks OpenAI per call when OPENAI_API_KEY is set; these tests want it local."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-
-
-@dataclasses.dataclass
-class Outcome:
-    chunks: list[Any]
-    error: ServerFnError | None
-
-
-class Caller:
-    """One call through Client or AsyncClient, reported the same way for both."""
-
-    def __init__(self, kind: str, target: str) -> None:
-        self.kind = kind
-        self.target = target
-
-    def __call__(self, function: str, data: Any = None, **client_options: Any) -> Outcome:
-        if self.kind == "sync":
-            return self._sync(function, data, client_options)
-        return asyncio.run(self._async(function, data, client_options))
-
-    def _sync(self, function: str, data: Any, client_options: Any) -> Outcome:
-        chunks: list[Any] = []
-        with Client(self.target, timeout=30, **client_options) as client:
-            try:
-                for chunk in client.invoke(function, data):
-                    chunks.append(chunk)
-            except ServerFnError as error:
-                return Outcome(chunks, error)
-        return Outcome(chunks, None)
-
-    async def _async(self, function: str, data: Any, client_options: Any) -> Outcome:
-        chunks: list[Any] = []
-        async with AsyncClient(self.target, timeout=30, **client_options) as client:
-            try:
-                async for chunk in client.invoke(function, data):
-                    chunks.append(chunk)
-            except ServerFnError as error:
-                return Outcome(chunks, error)
-        return Outcome(chunks, None)
-
-
-@pytest.fixture(params=["sync", "async"])
-def invoke(request: pytest.FixtureRequest, server: RunningServer) -> Caller:
-    return Caller(request.param, server.target)
 
 
 def csv_text(rows: int) -> str:
