@@ -211,7 +211,7 @@ def test_chunk_fields(proto_file: descriptor_pb2.FileDescriptorProto) -> None:
         ".google.protobuf.Value",
     )
     assert oneof_of(chunk, json) == oneof_of(chunk, value) == "payload"
-    assert (seq.number, seq.type) == (3, FieldType.TYPE_UINT64)
+    assert (seq.number, seq.type) == (3, FieldType.TYPE_UINT32)
     assert oneof_of(chunk, seq) is None
 
 
