@@ -342,7 +342,7 @@ def _list(args: argparse.Namespace) -> int:
             }
             for info in functions
         ]
-        print(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(listing, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
         return 0
     for info in functions:
         kind = "stream" if info.streaming else "unary"
@@ -351,10 +351,14 @@ def _list(args: argparse.Namespace) -> int:
             first_line = info.description.splitlines()[0]
             print(f"    {first_line}")
         if info.input_schema is not None:
-            print(f"    input:  {orjson.dumps(info.input_schema).decode()}")
+            print(f"    input:  {_compact(info.input_schema)}")
         if info.output_schema is not None:
-            print(f"    output: {orjson.dumps(info.output_schema).decode()}")
+            print(f"    output: {_compact(info.output_schema)}")
     return 0
+
+
+def _compact(schema: dict[str, Any]) -> str:
+    return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _print_error(error: ServerFnError, stream: TextIO) -> None:
