@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
@@ -144,6 +145,15 @@ def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[Functio
         )
         for info in response.functions
     ]
+
+
+def health_request(service: str) -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def health_status(response: health_pb2.HealthCheckResponse) -> str:
+    """The status's name: ``SERVING``, ``NOT_SERVING``, ``SERVICE_UNKNOWN`` or ``UNKNOWN``."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def too_many_chunks(function: str) -> ValueError:

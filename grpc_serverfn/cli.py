@@ -182,6 +182,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_target_options(listing)
     listing.add_argument("--json", action="store_true", help="print them as one JSON document")
+
+    health = commands.add_parser(
+        "health",
+        help="check a server's health (exit 0 only when SERVING)",
+        description="Ask the standard gRPC health service; exit 0 only when it says SERVING.",
+    )
+    add_target_options(health)
+    health.add_argument(
+        "--service", default="", help="the service to ask about (default: the whole server)"
+    )
     return parser
 
 
@@ -193,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "call":
             return _call(args)
+        if args.command == "health":
+            return _health(args)
         return _list(args)
     except UsageError as error:
         print(f"grpc-serverfn: error: {error}", file=sys.stderr)
@@ -354,6 +366,16 @@ def _list(args: argparse.Namespace) -> int:
             print(f"    input:  {_compact(info.input_schema)}")
         if info.output_schema is not None:
             print(f"    output: {_compact(info.output_schema)}")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.health(args.service, timeout=args.timeout or 5.0)
+    print(status)
+    if status != "SERVING":
+        print(f"grpc-serverfn: {args.target} is not serving ({status})", file=sys.stderr)
+        return 1
     return 0
 
 

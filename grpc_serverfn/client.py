@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
 
 from ._client_core import (
     ClientConfig,
@@ -33,6 +34,8 @@ from ._client_core import (
     decode_chunk,
     error_from_rpc_error,
     function_infos,
+    health_request,
+    health_status,
     no_chunk,
     too_many_chunks,
 )
@@ -160,6 +163,8 @@ class Client:
             else grpc.insecure_channel(target, options=channel_options)
         )
         self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+        # typeshed's HealthStub declares no methods; the generated one has them.
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
     def invoke(
         self,
@@ -206,6 +211,18 @@ class Client:
             raise error_from_rpc_error(error) from None
         return function_infos(response)
 
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
+        try:
+            response = self._health.Check(
+                health_request(service),
+                timeout=self._config.call_timeout(timeout),
+                metadata=self._config.call_metadata(None),
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        return health_status(response)
+
     def close(self) -> None:
         """Close the channel, cancelling calls still running."""
         self._channel.close()
@@ -248,9 +265,9 @@ class AsyncClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: serverfn_pb2_grpc.ServerFunctionsStub | None = None
 
-    def _get_stub(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
+    def _get_channel(self) -> grpc.aio.Channel:
         # The channel is made on first use, inside the event loop that will drive it.
-        if self._stub is None:
+        if self._channel is None:
             options = self._config.channel_options()
             target = self._config.target
             self._channel = (
@@ -258,7 +275,11 @@ class AsyncClient:
                 if self._credentials is not None
                 else grpc.aio.insecure_channel(target, options=options)
             )
-            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._channel
+
+    def _get_stub(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
+        if self._stub is None:
+            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._get_channel())  # type: ignore[no-untyped-call]
         return self._stub
 
     def invoke(
@@ -305,6 +326,19 @@ class AsyncClient:
         except grpc.RpcError as error:
             raise error_from_rpc_error(error) from None
         return function_infos(response)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
+        try:
+            stub: Any = health_pb2_grpc.HealthStub(self._get_channel())  # see Client.__init__
+            response = await stub.Check(
+                health_request(service),
+                timeout=self._config.call_timeout(timeout),
+                metadata=self._config.call_metadata(None),
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        return health_status(response)
 
     async def aclose(self) -> None:
         """Close the channel, cancelling calls still running."""

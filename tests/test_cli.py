@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pty
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from grpc_serverfn import Client
+from tests.conftest import imported_example
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = "examples/demo.py:fns"
@@ -44,14 +44,8 @@ SCRIPT = _script()
 
 
 def _demo_local_reply(message: str) -> str:
-    spec = importlib.util.spec_from_file_location(
-        "grpc_serverfn_demo_cli", ROOT / "examples/demo.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reply: str = module.local_reply(message)
+    with imported_example("demo") as demo:
+        reply: str = demo.local_reply(message)
     return reply
 
 
@@ -559,4 +553,27 @@ def test_serve_on_a_port_in_use_fails_with_a_clear_error() -> None:
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr
     assert "grpc-serverfn: error:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_health_exits_0_and_prints_serving_while_the_server_is_up(target: str) -> None:
+    result = run("health", target)
+    assert (result.returncode, result.stdout) == (0, "SERVING\n")
+    service = run("health", target, "--service", "serverfn.v1.ServerFunctions")
+    assert (service.returncode, service.stdout) == (0, "SERVING\n")
+
+
+def test_health_of_an_unknown_service_is_not_found(target: str) -> None:
+    result = run("health", target, "--service", "no.such.Service")
+    assert result.returncode == 64 + 5
+    assert "NOT_FOUND" in result.stderr
+
+
+def test_health_of_an_unreachable_server_fails_clearly() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("health", f"127.0.0.1:{port}", "--timeout", "5")
+    assert result.returncode == 64 + 14
+    assert "UNAVAILABLE" in result.stderr
     assert "Traceback" not in result.stderr

@@ -155,3 +155,14 @@ async def test_an_unreachable_server_is_unavailable_async() -> None:
 def test_an_unknown_encoding_is_refused_up_front() -> None:
     with pytest.raises(ValueError, match="encoding"):
         Client("127.0.0.1:1", encoding="xml")  # type: ignore[arg-type]
+
+
+def test_health_reports_serving(server: RunningServer) -> None:
+    with Client(server.target) as client:
+        assert client.health() == "SERVING"
+        assert client.health("serverfn.v1.ServerFunctions") == "SERVING"
+
+
+async def test_async_health_reports_serving(server: RunningServer) -> None:
+    async with AsyncClient(server.target) as client:
+        assert await client.health() == "SERVING"
