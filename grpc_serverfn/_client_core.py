@@ -17,7 +17,7 @@ from ._version import __version__
 from .errors import ServerFnError, error_from_status
 
 __all__ = [
-    "ClientConfig",
+    "BaseClient",
     "FunctionInfo",
     "MetadataLike",
     "build_request",
@@ -48,42 +48,53 @@ class FunctionInfo:
     output_schema: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClientConfig:
-    """What both clients are built from; ``channel_options`` and ``call_metadata`` do the work."""
+CallOptions = dict[str, Any]
 
-    target: str
-    timeout: float | None = None
-    metadata: tuple[tuple[str, str | bytes], ...] = ()
-    options: tuple[tuple[str, Any], ...] = ()
-    encoding: Encoding = "json"
 
-    @classmethod
-    def create(
-        cls,
+class BaseClient:
+    """What ``Client`` and ``AsyncClient`` share: configuration, and building every request.
+
+    The subclasses only do I/O: they send what this builds and decode with the functions below.
+    """
+
+    def __init__(
+        self,
         target: str,
         *,
-        timeout: float | None,
-        metadata: MetadataLike | None,
-        options: Iterable[tuple[str, Any]],
-        encoding: Encoding,
-    ) -> ClientConfig:
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+        encoding: Encoding = "json",
+    ) -> None:
         if encoding not in _ACCEPT:
             raise ValueError(f"encoding must be 'json' or 'value', not {encoding!r}")
-        return cls(target, timeout, _metadata_items(metadata), tuple(options), encoding)
+        self.target = target
+        self._credentials = credentials
+        self._timeout = timeout
+        self._metadata = _metadata_items(metadata)
+        self._encoding: Encoding = encoding
+        self._channel_options = [
+            ("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"),
+            *options,
+        ]
+        self._open()
 
-    def channel_options(self) -> list[tuple[str, Any]]:
-        return [("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"), *self.options]
+    def _open(self) -> None:
+        """Set up the channel (or get ready to, on first use)."""
+        raise NotImplementedError
 
-    def call_metadata(
-        self, metadata: MetadataLike | None
-    ) -> tuple[tuple[str, str | bytes], ...] | None:
-        """The client's default metadata followed by the call's own."""
-        merged = self.metadata + _metadata_items(metadata)
-        return merged or None
+    def _call_options(self, timeout: float | None, metadata: MetadataLike | None) -> CallOptions:
+        """Per-call options: the call's timeout, else the client's; the client's metadata
+        followed by the call's."""
+        merged = self._metadata + _metadata_items(metadata)
+        return {
+            "timeout": self._timeout if timeout is None else timeout,
+            "metadata": merged or None,
+        }
 
-    def call_timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
+    def _invoke_request(self, function: str, data: Any) -> serverfn_pb2.InvokeRequest:
+        return build_request(function, data, self._encoding)
 
 
 def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...]:
@@ -145,10 +156,6 @@ def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[Functio
         )
         for info in response.functions
     ]
-
-
-def health_request(service: str) -> health_pb2.HealthCheckRequest:
-    return health_pb2.HealthCheckRequest(service=service)
 
 
 def health_status(response: health_pb2.HealthCheckResponse) -> str:

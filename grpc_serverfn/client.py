@@ -17,24 +17,21 @@ with an error raises a ``ServerFnError`` subclass, after every chunk received be
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._client_core import (
-    ClientConfig,
-    Encoding,
+    BaseClient,
     FunctionInfo,
     MetadataLike,
-    build_request,
     decode_chunk,
     error_from_rpc_error,
     function_infos,
-    health_request,
     health_status,
     no_chunk,
     too_many_chunks,
@@ -140,27 +137,18 @@ async def _async_chunks(call: Any) -> AsyncGenerator[Any, None]:
         call.cancel()
 
 
-class Client:
-    """A blocking client over one channel; use it as a context manager, or ``close()`` it."""
+class Client(BaseClient):
+    """A blocking client over one channel; use it as a context manager, or ``close()`` it.
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-        options: Iterable[tuple[str, Any]] = (),
-        encoding: Encoding = "json",
-    ) -> None:
-        self._config = ClientConfig.create(
-            target, timeout=timeout, metadata=metadata, options=options, encoding=encoding
-        )
-        channel_options = self._config.channel_options()
+    ``Client(target, credentials=None, timeout=None, metadata=None, options=(),
+    encoding="json")``: client-wide ``timeout`` and ``metadata`` apply to every call.
+    """
+
+    def _open(self) -> None:
         self._channel = (
-            grpc.secure_channel(target, credentials, options=channel_options)
-            if credentials is not None
-            else grpc.insecure_channel(target, options=channel_options)
+            grpc.secure_channel(self.target, self._credentials, options=self._channel_options)
+            if self._credentials is not None
+            else grpc.insecure_channel(self.target, options=self._channel_options)
         )
         self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
         # typeshed's HealthStub declares no methods; the generated one has them.
@@ -175,12 +163,8 @@ class Client:
         metadata: MetadataLike | None = None,
     ) -> ChunkStream:
         """Call ``function`` with ``data`` (None: no input) and stream its chunks."""
-        call = self._stub.Invoke(
-            build_request(function, data, self._config.encoding),
-            timeout=self._config.call_timeout(timeout),
-            metadata=self._config.call_metadata(metadata),
-        )
-        return ChunkStream(call)
+        request = self._invoke_request(function, data)
+        return ChunkStream(self._stub.Invoke(request, **self._call_options(timeout, metadata)))
 
     def call(
         self,
@@ -201,24 +185,18 @@ class Client:
 
     def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """The functions the server offers, sorted by name."""
+        request = serverfn_pb2.ListFunctionsRequest()
         try:
-            response = self._stub.ListFunctions(
-                serverfn_pb2.ListFunctionsRequest(),
-                timeout=self._config.call_timeout(timeout),
-                metadata=self._config.call_metadata(None),
-            )
+            response = self._stub.ListFunctions(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
             raise error_from_rpc_error(error) from None
         return function_infos(response)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
+        request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = self._health.Check(
-                health_request(service),
-                timeout=self._config.call_timeout(timeout),
-                metadata=self._config.call_metadata(None),
-            )
+            response = self._health.Check(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
             raise error_from_rpc_error(error) from None
         return health_status(response)
@@ -245,41 +223,29 @@ class Client:
         return None
 
 
-class AsyncClient:
-    """An asyncio client over one grpc.aio channel; use it with ``async with``, or ``aclose()``."""
+class AsyncClient(BaseClient):
+    """An asyncio client over one grpc.aio channel; use it with ``async with``, or ``aclose()``.
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-        options: Iterable[tuple[str, Any]] = (),
-        encoding: Encoding = "json",
-    ) -> None:
-        self._config = ClientConfig.create(
-            target, timeout=timeout, metadata=metadata, options=options, encoding=encoding
-        )
-        self._credentials = credentials
+    Takes the same arguments as ``Client``. The channel is made on first use, inside the
+    event loop that will drive it.
+    """
+
+    def _open(self) -> None:
         self._channel: grpc.aio.Channel | None = None
         self._stub: serverfn_pb2_grpc.ServerFunctionsStub | None = None
+        self._health: Any = None
 
-    def _get_channel(self) -> grpc.aio.Channel:
-        # The channel is made on first use, inside the event loop that will drive it.
-        if self._channel is None:
-            options = self._config.channel_options()
-            target = self._config.target
-            self._channel = (
-                grpc.aio.secure_channel(target, self._credentials, options=options)
-                if self._credentials is not None
-                else grpc.aio.insecure_channel(target, options=options)
-            )
-        return self._channel
-
-    def _get_stub(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
+    def _connect(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
         if self._stub is None:
-            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._get_channel())  # type: ignore[no-untyped-call]
+            self._channel = (
+                grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._channel_options
+                )
+                if self._credentials is not None
+                else grpc.aio.insecure_channel(self.target, options=self._channel_options)
+            )
+            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+            self._health = health_pb2_grpc.HealthStub(self._channel)  # see Client.__init__
         return self._stub
 
     def invoke(
@@ -291,11 +257,8 @@ class AsyncClient:
         metadata: MetadataLike | None = None,
     ) -> AsyncChunkStream:
         """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks."""
-        call = self._get_stub().Invoke(
-            build_request(function, data, self._config.encoding),
-            timeout=self._config.call_timeout(timeout),
-            metadata=self._config.call_metadata(metadata),
-        )
+        request = self._invoke_request(function, data)
+        call = self._connect().Invoke(request, **self._call_options(timeout, metadata))
         return AsyncChunkStream(call)
 
     async def call(
@@ -317,11 +280,10 @@ class AsyncClient:
 
     async def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """The functions the server offers, sorted by name."""
+        request = serverfn_pb2.ListFunctionsRequest()
         try:
-            response = await self._get_stub().ListFunctions(
-                serverfn_pb2.ListFunctionsRequest(),
-                timeout=self._config.call_timeout(timeout),
-                metadata=self._config.call_metadata(None),
+            response = await self._connect().ListFunctions(
+                request, **self._call_options(timeout, None)
             )
         except grpc.RpcError as error:
             raise error_from_rpc_error(error) from None
@@ -329,13 +291,10 @@ class AsyncClient:
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
+        self._connect()
+        request = health_pb2.HealthCheckRequest(service=service)
         try:
-            stub: Any = health_pb2_grpc.HealthStub(self._get_channel())  # see Client.__init__
-            response = await stub.Check(
-                health_request(service),
-                timeout=self._config.call_timeout(timeout),
-                metadata=self._config.call_metadata(None),
-            )
+            response = await self._health.Check(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
             raise error_from_rpc_error(error) from None
         return health_status(response)

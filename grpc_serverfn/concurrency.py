@@ -109,4 +109,7 @@ async def iterate_in_threadpool(
         # Exhausted or failed generators are finished already; otherwise close it now if no
         # step is running, or let the running step close it when it reaches its next yield.
         if not exhausted and stepper.request_close():
-            await loop.run_in_executor(executor, stepper.close)
+            try:
+                await loop.run_in_executor(executor, stepper.close)
+            except RuntimeError:  # the executor is shut down (the server stopped): close anyway
+                threading.Thread(target=stepper.close, name="serverfn-close", daemon=True).start()

@@ -46,6 +46,7 @@ logger = logging.getLogger("grpc_serverfn.server")
 
 SERVICE_NAME: str = serverfn_pb2.DESCRIPTOR.services_by_name["ServerFunctions"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_CLEANUP_SECONDS = 1.0  # how long shutdown waits for cancelled calls' cleanup
 
 _Encoder = Callable[[Any, int], serverfn_pb2.Chunk]
 
@@ -74,6 +75,13 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._function_list = serverfn_pb2.ListFunctionsResponse(
             functions=[_describe(function) for function in registry]
         )
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_until_idle(self) -> None:
+        """Wait until every Invoke has ended, its cleanup included."""
+        await self._idle.wait()
 
     def _endpoint(self, call: Call) -> AsyncIterator[Any]:
         arguments = call.function.arguments(call.input, call.ctx)
@@ -88,6 +96,21 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         if function is None:
             _end_with(context, _unknown_function(request.function), ())
             return
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._drive(function, request, context)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _drive(
+        self,
+        function: ServerFunction,
+        request: serverfn_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+    ) -> None:
         ctx = Context.from_grpc(function.name, context)
         call: Call | None = None
         seq = 0
@@ -294,6 +317,7 @@ class Server:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._servicer: ServerFunctionsServicer | None = None
         self._port: int | None = None
 
     @property
@@ -317,6 +341,7 @@ class Server:
             max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
         )
         servicer = ServerFunctionsServicer(self.registry, executor=self._executor)
+        self._servicer = servicer
         server = grpc.aio.server(
             interceptors=self._interceptors,
             options=[
@@ -365,8 +390,15 @@ class Server:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         await self._server.stop(self.grace if grace is None else grace)
+        # grpc has cancelled what outlived the grace; let their cleanup (which may need a
+        # worker thread to close a sync generator) finish before the threads go.
+        if self._servicer is not None:
+            try:
+                await asyncio.wait_for(self._servicer.wait_until_idle(), _CLEANUP_SECONDS)
+            except TimeoutError:
+                logger.warning("cleanup of cancelled calls still running after shutdown")
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=False)
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
