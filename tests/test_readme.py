@@ -1,4 +1,4 @@
-"""The README stays true: its Python snippets marked "from examples/X" are copied from X."""
+"""The README stays true: its snippets marked "from PATH" are copied from that file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SNIPPET = re.compile(r"<!-- from (?P<path>\S+) -->\n```python\n(?P<code>.*?)```", re.DOTALL)
+SNIPPET = re.compile(r"<!-- from (?P<path>\S+) -->\n```\w+\n(?P<code>.*?)```", re.DOTALL)
 
 
 def test_every_marked_snippet_is_copied_verbatim_from_its_example() -> None:
