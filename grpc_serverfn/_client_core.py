@@ -30,6 +30,9 @@ __all__ = [
 MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 Encoding = Literal["json", "value"]
 
+COALESCE_MAX_BATCH = 1024
+"""How many chunks the clients accept packed into one message when coalescing (the default)."""
+
 _ACCEPT = {"json": serverfn_pb2.ENCODING_JSON, "value": serverfn_pb2.ENCODING_VALUE}
 _METHOD_NAMES = {serverfn_pb2.METHOD_GET: "GET", serverfn_pb2.METHOD_POST: "POST"}
 
@@ -66,6 +69,7 @@ class BaseClient:
         metadata: MetadataLike | None = None,
         options: Iterable[tuple[str, Any]] = (),
         encoding: Encoding = "json",
+        coalesce: bool = True,
     ) -> None:
         if encoding not in _ACCEPT:
             raise ValueError(f"encoding must be 'json' or 'value', not {encoding!r}")
@@ -74,6 +78,7 @@ class BaseClient:
         self._timeout = timeout
         self._metadata = _metadata_items(metadata)
         self._encoding: Encoding = encoding
+        self._max_batch = COALESCE_MAX_BATCH if coalesce else 0
         self._channel_options = [
             ("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"),
             *options,
@@ -94,7 +99,7 @@ class BaseClient:
         }
 
     def _invoke_request(self, function: str, data: Any) -> serverfn_pb2.InvokeRequest:
-        return build_request(function, data, self._encoding)
+        return build_request(function, data, self._encoding, self._max_batch)
 
 
 def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...]:
@@ -104,9 +109,13 @@ def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | byt
     return tuple((key.lower(), value) for key, value in items)
 
 
-def build_request(function: str, data: Any, encoding: Encoding) -> serverfn_pb2.InvokeRequest:
+def build_request(
+    function: str, data: Any, encoding: Encoding, max_batch: int = 0
+) -> serverfn_pb2.InvokeRequest:
     """The Invoke request; ``data=None`` sends no input."""
-    request = serverfn_pb2.InvokeRequest(function=function, accept=_ACCEPT[encoding])
+    request = serverfn_pb2.InvokeRequest(
+        function=function, accept=_ACCEPT[encoding], max_batch=max_batch
+    )
     if data is not None:
         if encoding == "value":
             codec.fill_value(request.value, data)
@@ -115,13 +124,24 @@ def build_request(function: str, data: Any, encoding: Encoding) -> serverfn_pb2.
     return request
 
 
+class Batch(list[Any]):
+    """The values of a coalesced message; the clients yield them one by one."""
+
+    __slots__ = ()
+
+
 def decode_chunk(chunk: serverfn_pb2.Chunk) -> Any:
-    """The Python value a chunk carries."""
+    """The Python value a message carries, or a ``Batch`` of them for a coalesced one."""
     which = chunk.WhichOneof("payload")
     if which == "json":
         return codec.decode_json(chunk.json)
     if which == "value":
         return codec.from_value(chunk.value)
+    if which == "batch":
+        batch = chunk.batch
+        if batch.json:
+            return Batch(map(codec.decode_json, batch.json))
+        return Batch(map(codec.from_value, batch.values))
     return None
 
 

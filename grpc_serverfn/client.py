@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._client_core import (
     BaseClient,
+    Batch,
     FunctionInfo,
     MetadataLike,
     decode_chunk,
@@ -79,8 +80,12 @@ class ChunkStream(Iterator[Any]):
 
 def _sync_chunks(call: Any) -> Generator[Any, None, None]:
     try:
-        for chunk in call:
-            yield decode_chunk(chunk)
+        for message in call:
+            value = decode_chunk(message)
+            if type(value) is Batch:
+                yield from value
+            else:
+                yield value
     except grpc.RpcError as error:
         raise error_from_rpc_error(error) from None
     finally:
@@ -129,8 +134,13 @@ class AsyncChunkStream(AsyncIterator[Any]):
 
 async def _async_chunks(call: Any) -> AsyncGenerator[Any, None]:
     try:
-        async for chunk in call:
-            yield decode_chunk(chunk)
+        async for message in call:
+            value = decode_chunk(message)
+            if type(value) is Batch:
+                for item in value:
+                    yield item
+            else:
+                yield value
     except grpc.RpcError as error:
         raise error_from_rpc_error(error) from None
     finally:
@@ -141,7 +151,9 @@ class Client(BaseClient):
     """A blocking client over one channel; use it as a context manager, or ``close()`` it.
 
     ``Client(target, credentials=None, timeout=None, metadata=None, options=(),
-    encoding="json")``: client-wide ``timeout`` and ``metadata`` apply to every call.
+    encoding="json", coalesce=True)``: client-wide ``timeout`` and ``metadata`` apply to every
+    call; ``coalesce`` lets the server pack chunks that pile up into one message (the client
+    unpacks them, so each chunk is still yielded on its own).
     """
 
     def _open(self) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from .context import Context
 from .errors import Internal, InvalidArgument, NotFound, ServerFnError
 from .middleware import Call, build_chain
 from .registry import NO_INPUT, Registry, ServerFunction
+from .streaming import MAX_BATCH, CallEnded, encoding_for, send_coalesced, send_each
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -48,27 +49,22 @@ SERVICE_NAME: str = serverfn_pb2.DESCRIPTOR.services_by_name["ServerFunctions"].
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _CLEANUP_SECONDS = 1.0  # how long shutdown waits for cancelled calls' cleanup
 
-_Encoder = Callable[[Any, int], serverfn_pb2.Chunk]
-
-
-def _json_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
-    return serverfn_pb2.Chunk(json=codec.encode_json(value), seq=seq)
-
-
-def _value_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
-    chunk = serverfn_pb2.Chunk(seq=seq)
-    codec.fill_value(chunk.value, value)
-    return chunk
-
-
 _METHODS = {"GET": serverfn_pb2.METHOD_GET, "POST": serverfn_pb2.METHOD_POST}
 
 
 class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
     """Serves a frozen Registry over ``serverfn.v1.ServerFunctions``."""
 
-    def __init__(self, registry: Registry, *, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        executor: ThreadPoolExecutor | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         registry.freeze()
+        # A batch is bounded in characters; at up to 4 UTF-8 bytes each it stays under the limit.
+        self._max_batch_bytes = max(1, max_message_bytes // 4 - 1024)
         self._registry = registry
         self._executor = executor
         self._chain = build_chain(registry.middlewares, self._endpoint)
@@ -113,24 +109,24 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
     ) -> None:
         ctx = Context.from_grpc(function.name, context)
         call: Call | None = None
-        seq = 0
         error: ServerFnError | None = None
         try:
-            encode = _encoder_for(request)
+            encoding = encoding_for(request)
             call = Call(function, _decode_input(request), ctx)
-            async for value in self._chain(call):
-                try:
-                    message = encode(value, seq)
-                except codec.UnencodableValue as unencodable:
-                    raise _unencodable(function, seq, unencodable) from None
-                try:
-                    await context.write(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    raise _CallEnded from None
-                seq += 1
-        except _CallEnded:
+            chunks = self._chain(call)
+            max_batch = min(request.max_batch, MAX_BATCH)
+            if max_batch > 1:
+                await send_coalesced(
+                    chunks,
+                    context.write,
+                    encoding,
+                    function.name,
+                    max_batch=max_batch,
+                    max_batch_bytes=self._max_batch_bytes,
+                )
+            else:
+                await send_each(chunks, context.write, encoding, function.name)
+        except CallEnded:
             # The caller cancelled, ran out of time or went away while a chunk was being sent.
             ctx._mark_cancelled()
             return
@@ -157,24 +153,6 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         return self._function_list
 
 
-class _CallEnded(Exception):
-    """The call was over (cancelled, deadline passed, connection lost) when a write was tried."""
-
-
-def _encoder_for(request: serverfn_pb2.InvokeRequest) -> _Encoder:
-    accept = request.accept
-    if accept == serverfn_pb2.ENCODING_UNSPECIFIED:
-        return _value_chunk if request.WhichOneof("input") == "value" else _json_chunk
-    if accept == serverfn_pb2.ENCODING_JSON:
-        return _json_chunk
-    if accept == serverfn_pb2.ENCODING_VALUE:
-        return _value_chunk
-    raise InvalidArgument(
-        f"unknown accept encoding {accept}; expected ENCODING_JSON (1) or ENCODING_VALUE (2)",
-        field_violations=[("accept", f"unknown encoding {accept}")],
-    )
-
-
 def _decode_input(request: serverfn_pb2.InvokeRequest) -> Any:
     which = request.WhichOneof("input")
     if which == "value":
@@ -194,20 +172,6 @@ def _decode_input(request: serverfn_pb2.InvokeRequest) -> Any:
 def _unknown_function(name: str) -> NotFound:
     return NotFound(
         f"unknown server function {name!r}; ListFunctions lists what this server offers"
-    )
-
-
-def _unencodable(function: ServerFunction, seq: int, error: codec.UnencodableValue) -> Internal:
-    logger.error(
-        "server function %r produced chunk %d of type %s, which cannot be encoded as JSON: %s",
-        function.name,
-        seq,
-        error.type_name,
-        error.reason,
-    )
-    return Internal(
-        f"server function {function.name!r} produced a value of type {error.type_name!r}"
-        f" that cannot be encoded as JSON ({error.reason})"
     )
 
 
@@ -340,7 +304,9 @@ class Server:
         self._executor = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
         )
-        servicer = ServerFunctionsServicer(self.registry, executor=self._executor)
+        servicer = ServerFunctionsServicer(
+            self.registry, executor=self._executor, max_message_bytes=self._max_message_bytes
+        )
         self._servicer = servicer
         server = grpc.aio.server(
             interceptors=self._interceptors,

@@ -32,6 +32,7 @@ class Probe:
         self.cleaned_up = threading.Event()
         self.cancelled_seen = threading.Event()
         self.waiting = threading.Event()  # past its last yield, waiting to be cancelled
+        self.acks = threading.Semaphore(0)  # released by the client for each chunk it got
         self.produced = 0
         self.remaining: list[float | None] = []
 
@@ -281,3 +282,14 @@ async def trailer_then_fail(ctx: Context) -> AsyncIterator[int]:
     ctx.set_trailing_metadata("x-attempt", "1")
     raise FailedPrecondition("not yet")
     yield 0  # pragma: no cover - makes this a generator
+
+
+@fns.server_fn
+async def ping_pong(data: Wait) -> AsyncIterator[int]:
+    """Yield a chunk, then wait until the client says it has it: a chunk held back waiting
+    for more would never arrive, and this would fail after `seconds`."""
+    record = probe(data.probe)
+    for i in range(data.chunks):
+        yield i
+        if not await asyncio.to_thread(record.acks.acquire, timeout=data.seconds):
+            raise FailedPrecondition(f"chunk {i} was not received within {data.seconds}s")

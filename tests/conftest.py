@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,6 +45,12 @@ def server() -> Iterator[RunningServer]:
     """The test app served from a background thread for the whole session."""
     with run_in_thread(app.fns) as running:
         yield running
+
+
+def drain(stream: Iterable[Any], *, into: list[Any]) -> None:
+    """Read a stream to its end, keeping what arrived before any error (inside pytest.raises)."""
+    for item in stream:
+        into.append(item)
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ from grpc_serverfn import (
     Unavailable,
 )
 from grpc_serverfn.testing import RunningServer, run_in_loop, run_in_thread
+from tests.conftest import drain
 
 SERVICE = "serverfn.v1.ServerFunctions"
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -54,12 +55,6 @@ def simple_registry() -> Registry:
         return len(data)
 
     return registry
-
-
-def drain(stream: Iterator[object], *, into: list[object]) -> None:
-    """Read a stream to its end, keeping what arrived before any error."""
-    for chunk in stream:
-        into.append(chunk)
 
 
 # --- Health ---

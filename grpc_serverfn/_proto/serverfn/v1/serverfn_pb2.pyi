@@ -27,26 +27,38 @@ METHOD_GET: Method
 METHOD_POST: Method
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("function", "json", "value", "accept")
+    __slots__ = ("function", "json", "value", "accept", "max_batch")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     function: str
     json: str
     value: _struct_pb2.Value
     accept: Encoding
-    def __init__(self, function: _Optional[str] = ..., json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., accept: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, function: _Optional[str] = ..., json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., accept: _Optional[_Union[Encoding, str]] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("json", "value", "seq")
+    __slots__ = ("json", "value", "batch", "seq")
     JSON_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     json: str
     value: _struct_pb2.Value
+    batch: ChunkBatch
     seq: int
-    def __init__(self, json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., batch: _Optional[_Union[ChunkBatch, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class ChunkBatch(_message.Message):
+    __slots__ = ("json", "values")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    json: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    def __init__(self, json: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...) -> None: ...
 
 class ListFunctionsRequest(_message.Message):
     __slots__ = ()

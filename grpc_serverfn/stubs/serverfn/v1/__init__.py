@@ -86,6 +86,16 @@ class InvokeRequest(betterproto.Message):
     accept: "Encoding" = betterproto.enum_field(4)
     """How chunks are encoded in the response; see Encoding."""
 
+    max_batch: int = betterproto.uint32_field(5)
+    """
+    Opt-in chunk coalescing: the most chunks the caller accepts packed into one
+     Chunk message (as Chunk.batch). 0 or 1 (the default): exactly one chunk per
+     message, as every client written before this field expects. A chunk is
+     never held back to fill a batch: only chunks produced while the previous
+     message is still being sent are packed together. The server may use a
+     smaller limit (and bounds a batch's size in bytes).
+    """
+
 
 @dataclass(eq=False, repr=False)
 class Chunk(betterproto.Message):
@@ -99,12 +109,34 @@ class Chunk(betterproto.Message):
     )
     """The value as native JSON."""
 
+    batch: "ChunkBatch" = betterproto.message_field(4, group="payload")
+    """
+    Several consecutive chunks packed into one message; sent only to callers
+     that set InvokeRequest.max_batch above 1. Its first chunk has sequence
+     number `seq`, the next seq + 1, and so on.
+    """
+
     seq: int = betterproto.uint32_field(3)
     """
-    The position of this chunk in the call's stream, counting from 0.
+    The position of this chunk in the call's stream, counting from 0 (for a
+     batch, the position of its first chunk).
      (32 bits so that proto3 JSON, as grpcurl prints it, shows a number rather
      than a string; like every zero value, seq 0 is omitted from that JSON.)
     """
+
+
+@dataclass(eq=False, repr=False)
+class ChunkBatch(betterproto.Message):
+    """
+    Consecutive chunks packed into one Chunk message. Exactly one of the two lists
+     is filled, following the request's encoding.
+    """
+
+    json: List[str] = betterproto.string_field(1)
+    """The chunks as UTF-8 JSON text, in order."""
+
+    values: List["betterproto_lib_google_protobuf.Value"] = betterproto.message_field(2)
+    """The chunks as native JSON, in order."""
 
 
 @dataclass(eq=False, repr=False)

@@ -1,0 +1,219 @@
+"""Writing a handler's chunks to the call: one message per chunk, or coalesced.
+
+Every write waits until the transport has taken the message, so the handler is advanced only
+as fast as the caller reads (backpressure). When the caller opts in (``max_batch`` > 1), the
+handler runs in a producer task while a write is in flight, and the chunks it produced
+meanwhile go out together as one ``ChunkBatch`` message. A chunk is never held back waiting
+for company: when no write is in flight, the next chunk is written at once. The producer is
+at most ``max_batch`` chunks ahead of the writer, and a batch stays under a byte bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+from . import codec
+from ._proto.serverfn.v1 import serverfn_pb2
+from .errors import Internal, InvalidArgument
+
+__all__ = ["MAX_BATCH", "CallEnded", "Encoding", "encoding_for", "send_coalesced", "send_each"]
+
+logger = logging.getLogger("grpc_serverfn.server")
+
+Encoding = Literal["json", "value"]
+Write = Callable[[serverfn_pb2.Chunk], Awaitable[None]]
+
+MAX_BATCH = 1024
+"""The most chunks the server packs into one message, whatever the caller asks for."""
+
+
+class CallEnded(Exception):
+    """The call was over (cancelled, deadline passed, connection lost) when a write was tried."""
+
+
+def encoding_for(request: serverfn_pb2.InvokeRequest) -> Encoding:
+    """The chunk encoding a request asks for (by default, the one its input used)."""
+    accept = request.accept
+    if accept == serverfn_pb2.ENCODING_UNSPECIFIED:
+        return "value" if request.WhichOneof("input") == "value" else "json"
+    if accept == serverfn_pb2.ENCODING_JSON:
+        return "json"
+    if accept == serverfn_pb2.ENCODING_VALUE:
+        return "value"
+    raise InvalidArgument(
+        f"unknown accept encoding {accept}; expected ENCODING_JSON (1) or ENCODING_VALUE (2)",
+        field_violations=[("accept", f"unknown encoding {accept}")],
+    )
+
+
+def _json_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
+    return serverfn_pb2.Chunk(json=codec.encode_json(value), seq=seq)
+
+
+def _value_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
+    chunk = serverfn_pb2.Chunk(seq=seq)
+    codec.fill_value(chunk.value, value)
+    return chunk
+
+
+async def _write(write: Write, message: serverfn_pb2.Chunk) -> None:
+    try:
+        await write(message)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        raise CallEnded from None
+
+
+def unencodable(function: str, seq: int, error: codec.UnencodableValue) -> Internal:
+    """The error that ends a call whose handler produced a value JSON cannot represent."""
+    logger.error(
+        "server function %r produced chunk %d of type %s, which cannot be encoded as JSON: %s",
+        function,
+        seq,
+        error.type_name,
+        error.reason,
+    )
+    return Internal(
+        f"server function {function!r} produced a value of type {error.type_name!r}"
+        f" that cannot be encoded as JSON ({error.reason})"
+    )
+
+
+async def send_each(
+    chunks: AsyncIterator[Any], write: Write, encoding: Encoding, function: str
+) -> None:
+    """Write every chunk as its own message (what callers that did not opt in get)."""
+    encode = _json_chunk if encoding == "json" else _value_chunk
+    seq = 0
+    # The per-chunk path: no allocation or call here that is not needed (the write's error
+    # handling is inlined rather than wrapped in another coroutine).
+    async for value in chunks:
+        try:
+            message = encode(value, seq)
+        except codec.UnencodableValue as error:
+            raise unencodable(function, seq, error) from None
+        try:
+            await write(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise CallEnded from None
+        seq += 1
+
+
+async def send_coalesced(
+    chunks: AsyncIterator[Any],
+    write: Write,
+    encoding: Encoding,
+    function: str,
+    *,
+    max_batch: int,
+    max_batch_bytes: int,
+) -> None:
+    """Write the chunks, packing those produced while a write is in flight into one message.
+
+    The handler runs in a producer task (so it can advance while a write is in flight); an
+    error it raises reaches the caller after every chunk it produced before.
+    """
+    buffer: collections.deque[Any] = collections.deque()
+    have_chunks = asyncio.Event()
+    have_room = asyncio.Event()
+    have_room.set()
+    finished = False
+    failure: Exception | None = None
+
+    async def produce() -> None:
+        nonlocal finished, failure
+        try:
+            async for value in chunks:
+                buffer.append(value)
+                have_chunks.set()
+                if len(buffer) >= max_batch:
+                    have_room.clear()
+                    await have_room.wait()
+        except Exception as error:  # delivered after the chunks before it
+            failure = error
+        finally:
+            finished = True
+            have_chunks.set()
+
+    packer = _Packer(write, encoding, function, max_batch_bytes)
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            if not buffer:
+                if finished:
+                    break
+                have_chunks.clear()
+                await have_chunks.wait()
+                continue
+            values = list(buffer)
+            buffer.clear()
+            have_room.set()
+            await packer.send(values)
+        if failure is not None:
+            raise failure
+    finally:
+        # The generator must not be running when the server closes it: stop the producer
+        # (a CancelledError lands in the handler's own await) and wait for it to finish.
+        if not producer.done():
+            producer.cancel()
+        await asyncio.wait([producer])
+
+
+class _Packer:
+    """Encodes runs of chunks into as few messages as the byte bound allows, and writes them."""
+
+    __slots__ = ("_encoding", "_function", "_max_bytes", "_seq", "_write")
+
+    def __init__(self, write: Write, encoding: Encoding, function: str, max_bytes: int) -> None:
+        self._write = write
+        self._encoding = encoding
+        self._function = function
+        self._max_bytes = max_bytes
+        self._seq = 0
+
+    async def send(self, values: list[Any]) -> None:
+        pending: list[Any] = []
+        size = 0
+        for value in values:
+            try:
+                payload, payload_size = self._encode(value)
+            except codec.UnencodableValue as error:
+                await self._flush(pending)  # the chunks before it are still delivered
+                raise unencodable(self._function, self._seq, error) from None
+            if pending and size + payload_size > self._max_bytes:
+                await self._flush(pending)
+                pending, size = [], 0
+            pending.append(payload)
+            size += payload_size
+        await self._flush(pending)
+
+    def _encode(self, value: Any) -> tuple[Any, int]:
+        if self._encoding == "json":
+            text = codec.encode_json(value)
+            return text, len(text)  # characters: the caller's bound allows 4 bytes for each
+        encoded = codec.to_value(value)
+        return encoded, encoded.ByteSize()
+
+    async def _flush(self, payloads: list[Any]) -> None:
+        if not payloads:
+            return
+        seq = self._seq
+        if len(payloads) == 1:
+            message = (
+                serverfn_pb2.Chunk(json=payloads[0], seq=seq)
+                if self._encoding == "json"
+                else serverfn_pb2.Chunk(value=payloads[0], seq=seq)
+            )
+        elif self._encoding == "json":
+            message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(json=payloads))
+        else:
+            message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
+        self._seq += len(payloads)
+        await _write(self._write, message)
