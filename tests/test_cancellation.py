@@ -169,7 +169,8 @@ def test_a_slow_reader_holds_the_generator_back(server: RunningServer) -> None:
     """Backpressure: the handler advances only as the transport accepts chunks."""
     key, probe = new_probe()
     read = 0
-    with Client(server.target) as client:
+    # One chunk per message here; tests/test_coalescing.py has the same check with batches.
+    with Client(server.target, coalesce=False) as client:
         for chunk in client.invoke("endless", {"probe": key}):
             assert len(chunk) == 1024
             read += 1
