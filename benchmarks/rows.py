@@ -1,0 +1,98 @@
+"""The rows of the benchmark: which server each one calls, and how.
+
+``baseline`` is the row every ratio is taken against. The ``coalesce`` rows pass
+``coalesce=True`` / ``coalesce=False`` to grpc-serverfn's clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .drivers import (
+    Driver,
+    GrpcAioDriver,
+    GrpclibDriver,
+    ServerfnAsyncDriver,
+    ServerfnSyncDriver,
+)
+from .servers import ServerProcess
+
+__all__ = ["BASELINE", "IDLE_DRIVERS", "ROWS", "SERVER_LABELS", "RowSpec"]
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpec:
+    """One way of streaming the same chunks."""
+
+    key: str
+    label: str
+    server: str
+    """The server kind it calls (``benchmarks.serve``'s KINDS)."""
+    make: Callable[[ServerProcess], Driver]
+    concurrent: bool = True
+    """Whether it takes part in the concurrent-streams scenario (asyncio clients only)."""
+
+
+ROWS: tuple[RowSpec, ...] = (
+    RowSpec(
+        BASELINE,
+        "baseline: grpc.aio servicer, typed stub",
+        "baseline",
+        lambda server: GrpcAioDriver(server.address),
+    ),
+    RowSpec(
+        "serverfn-async",
+        "serverfn async gen, AsyncClient, coalesce off",
+        "serverfn",
+        lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=False),
+    ),
+    RowSpec(
+        "serverfn-async-coalesce",
+        "serverfn async gen, AsyncClient, coalesce on",
+        "serverfn",
+        lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=True),
+    ),
+    RowSpec(
+        "serverfn-sync-client",
+        "serverfn async gen, Client (sync), coalesce off",
+        "serverfn",
+        lambda server: ServerfnSyncDriver(server.address, "stream", coalesce=False),
+        concurrent=False,
+    ),
+    RowSpec(
+        "serverfn-sync-client-coalesce",
+        "serverfn async gen, Client (sync), coalesce on",
+        "serverfn",
+        lambda server: ServerfnSyncDriver(server.address, "stream", coalesce=True),
+        concurrent=False,
+    ),
+    RowSpec(
+        "serverfn-sync-gen",
+        "serverfn sync gen, AsyncClient, coalesce off",
+        "serverfn",
+        lambda server: ServerfnAsyncDriver(server.address, "stream_sync", coalesce=False),
+    ),
+    RowSpec(
+        "grpclib",
+        "grpclib server, grpclib client",
+        "grpclib",
+        lambda server: GrpclibDriver(server.port),
+    ),
+)
+
+SERVER_LABELS: dict[str, str] = {
+    "baseline": "baseline: grpc.aio servicer",
+    "serverfn": "grpc-serverfn Server",
+    "grpclib": "grpclib server",
+}
+"""The rows of the per-server figures (memory), keyed by server kind."""
+
+IDLE_DRIVERS: dict[str, Callable[[ServerProcess], Driver]] = {
+    "baseline": lambda server: GrpcAioDriver(server.address),
+    "serverfn": lambda server: ServerfnAsyncDriver(server.address, "idle", coalesce=False),
+    "grpclib": lambda server: GrpclibDriver(server.port),
+}
+"""How the idle-streams scenario opens streams on each server."""

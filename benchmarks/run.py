@@ -1,0 +1,253 @@
+"""``scripts/bench``: grpc-serverfn side by side with a hand-written grpc.aio service and grpclib.
+
+Each server runs in its own process on 127.0.0.1 (an ephemeral port); this process is the
+client and runs the scenarios one after the other, then prints a table on stdout and writes
+the JSON (``--json``, default benchmarks/results/latest.json). Progress goes to stderr.
+
+    scripts/bench            the full run (a few minutes)
+    scripts/bench --quick    under a minute
+    scripts/bench --smoke    a second or two of work, every row present (for CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import scenarios
+from .report import Section, render, to_json
+from .rows import ROWS
+from .scenarios import Sizes, progress
+from .serve import KINDS
+from .servers import ROOT, running
+
+__all__ = ["PRESETS", "main"]
+
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
+
+PRESETS: dict[str, Sizes] = {
+    "full": Sizes(
+        chunks=200_000,
+        concurrent_chunks=1_500,
+        concurrency=(16, 64),
+        calls=2_000,
+        idle_streams=1_000,
+        runs=3,
+    ),
+    "quick": Sizes(
+        chunks=8_000,
+        concurrent_chunks=150,
+        concurrency=(16, 64),
+        calls=150,
+        idle_streams=200,
+        runs=3,
+    ),
+    "smoke": Sizes(
+        chunks=2_000,
+        concurrent_chunks=20,
+        concurrency=(16, 64),
+        calls=20,
+        idle_streams=100,
+        runs=1,
+    ),
+}
+"""The sizes of each mode; the size flags override them one by one."""
+
+
+def _positive(text: str) -> int:
+    value = int(text.replace("_", "").replace(",", ""))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _concurrency(text: str) -> tuple[int, ...]:
+    return tuple(_positive(part) for part in text.split(",") if part.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark grpc-serverfn against a hand-written grpc.aio service and"
+        " grpclib, each server in its own process on 127.0.0.1.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        action="store_const",
+        dest="mode",
+        const="quick",
+        help="sizes that finish in under a minute",
+    )
+    mode.add_argument(
+        "--smoke",
+        action="store_const",
+        dest="mode",
+        const="smoke",
+        help="a second or two of work, every row present (for CI)",
+    )
+    parser.set_defaults(mode="full")
+    full = PRESETS["full"]
+    parser.add_argument(
+        "--chunks",
+        type=_positive,
+        metavar="N",
+        help=f"(a) chunks in the one stream (full: {full.chunks:,})",
+    )
+    parser.add_argument(
+        "--concurrent-chunks",
+        type=_positive,
+        metavar="N",
+        help=f"(b) chunks in each concurrent stream (full: {full.concurrent_chunks:,})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        metavar="C,C",
+        help="(b) numbers of concurrent streams, comma-separated (default 16,64)",
+    )
+    parser.add_argument(
+        "--calls",
+        type=_positive,
+        metavar="N",
+        help=f"(c) sequential short calls per run (full: {full.calls:,})",
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=_positive,
+        metavar="N",
+        help=f"(d) idle streams held open (full: {full.idle_streams:,})",
+    )
+    parser.add_argument(
+        "--runs",
+        type=_positive,
+        metavar="N",
+        help=f"runs per figure, the median reported (full: {full.runs})",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help="where to write the results as JSON (default benchmarks/results/latest.json)",
+    )
+    return parser
+
+
+def _sizes(args: argparse.Namespace) -> Sizes:
+    preset = PRESETS[args.mode]
+    return Sizes(
+        chunks=args.chunks or preset.chunks,
+        concurrent_chunks=args.concurrent_chunks or preset.concurrent_chunks,
+        concurrency=args.concurrency or preset.concurrency,
+        calls=args.calls or preset.calls,
+        idle_streams=args.idle_streams or preset.idle_streams,
+        runs=args.runs or preset.runs,
+    )
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and with what the benchmark ran."""
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "packages": {
+            name: _version(name)
+            for name in ("grpc-serverfn", "grpcio", "protobuf", "grpclib", "betterproto", "orjson")
+        },
+    }
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    packages = meta["packages"]
+    sizes = meta["sizes"]
+    versions = ", ".join(f"{name} {version}" for name, version in packages.items())
+    return [
+        f"grpc-serverfn benchmark, {meta['mode']} run: {meta['date']},"
+        f" {meta['wall_seconds']:.0f} s",
+        f"{meta['python']}; {versions}",
+        f"CPU: {meta['cpu']}, {meta['cores']} cores ({meta['cores_usable']} usable);"
+        f" {meta['platform']}",
+        f"sizes: --chunks {sizes['chunks']:,} --concurrent-chunks {sizes['concurrent_chunks']:,}"
+        f" --concurrency {','.join(map(str, sizes['concurrency']))} --calls {sizes['calls']:,}"
+        f" --idle-streams {sizes['idle_streams']:,} --runs {sizes['runs']}",
+        f"Chunks of ~{sizes['chunk_bytes']} B of JSON; every client turns each into a dict."
+        " Each server in its own process on 127.0.0.1, one client process.",
+        "Figures: median of the runs, min-max of the runs, / base = row / baseline of this run"
+        " (rates: >1 is better; times, memory, CPU: <1 is better).",
+        f"Server CPU: {meta['server_cpu_clock']}.",
+    ]
+
+
+def run(sizes: Sizes, meta: dict[str, Any]) -> list[Section]:
+    """Run every scenario (noting in ``meta`` how server CPU was read); servers are always
+    stopped, whatever happens."""
+    with running(*KINDS) as servers:
+        meta["server_cpu_clock"] = "; ".join(sorted({s.cpu_source for s in servers.values()}))
+        single, cpu = scenarios.single_stream(ROWS, servers, sizes)
+        concurrent = scenarios.concurrent_streams(ROWS, servers, sizes)
+        short = scenarios.short_calls(ROWS, servers, sizes)
+        peaks, peak_errors = scenarios.peak_memory(servers)
+    memory = scenarios.idle_streams(KINDS, sizes, peaks, peak_errors)
+    return [single, *concurrent, short, memory, cpu]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0, or 130 when interrupted)."""
+    args = _parser().parse_args(argv)
+    sizes = _sizes(args)
+    started = time.monotonic()
+    meta = machine_info()
+    scenarios.install_interrupt_handlers()
+    try:
+        sections = run(sizes, meta)
+    except KeyboardInterrupt:
+        progress("interrupted: the servers are stopped")
+        return 130
+    meta.update(
+        mode=args.mode,
+        wall_seconds=time.monotonic() - started,
+        sizes=dataclasses.asdict(sizes),
+    )
+    sys.stdout.write(render(sections, _header(meta)))
+    path: Path = args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json(meta, sections), indent=2) + "\n")
+    progress(f"wrote {path.resolve()} ({meta['wall_seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

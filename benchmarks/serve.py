@@ -1,0 +1,96 @@
+"""Run one benchmark server: ``python -m benchmarks.serve {baseline,serverfn,grpclib}``.
+
+The server binds 127.0.0.1 on an ephemeral port (``--port 0``) and prints ``PORT <n>`` on
+stdout once it is serving. It stops on SIGTERM or SIGINT, or when its stdin reaches end of
+file, so it never outlives the benchmark that started it (even one killed with SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+
+__all__ = ["KINDS", "READY_PREFIX", "main"]
+
+READY_PREFIX = "PORT "
+KINDS = ("baseline", "serverfn", "grpclib")
+
+Stop = Callable[[], Awaitable[None]]
+
+
+async def _start(kind: str, host: str, port: int) -> tuple[int, Stop]:
+    """Start the server of ``kind``; returns its port and a coroutine function that stops it."""
+    if kind == "baseline":
+        from . import baseline
+
+        grpc_server, bound = await baseline.start(host, port)
+        return bound, lambda: grpc_server.stop(0)
+    if kind == "serverfn":
+        from grpc_serverfn import Server
+
+        from .app import fns
+
+        serverfn_server = Server(fns, host=host, port=port, grace=0.0)
+        await serverfn_server.start()
+        return serverfn_server.port, lambda: serverfn_server.stop(0.0)
+    if kind == "grpclib":
+        from . import grpclib_server
+
+        grpclib, bound = await grpclib_server.start(host, port)
+
+        async def stop() -> None:
+            grpclib.close()
+            await grpclib.wait_closed()
+
+        return bound, stop
+    raise ValueError(f"unknown server kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches end of file (the parent closed it or went away)."""
+
+    def read_until_eof() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=read_until_eof, name="stdin-watch", daemon=True).start()
+
+
+async def _serve(kind: str, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    bound, stop_server = await _start(kind, host, port)
+    _watch_stdin(loop, stop)
+    print(f"{READY_PREFIX}{bound}", flush=True)
+    await stop.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop_server(), 5.0)
+
+
+def main() -> None:
+    """Parse the arguments and serve until told to stop; then exit at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.kind, args.host, args.port))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Worker threads (a sync generator's, grpc's) must not keep the process alive.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Server processes: start one (``python -m benchmarks.serve KIND``), read its port, measure it
+through ``/proc``, and always stop it.
+
+Each server runs in its own session (so a Ctrl-C in the terminal reaches only the benchmark,
+which then stops them) with its stdin on a pipe (so it exits by itself if the benchmark dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from .serve import READY_PREFIX
+
+__all__ = ["HOST", "ROOT", "ServerProcess", "running"]
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_START_SECONDS = 30.0
+_STOP_SECONDS = 5.0
+
+
+def _process_cpu_clock(pid: int) -> int | None:
+    """The kernel's CPU-time clock of process ``pid`` (clock_getcpuclockid), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        clock = ctypes.c_int()
+        if libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+            return None
+        time.clock_gettime_ns(clock.value)  # can this process read it?
+    except (OSError, AttributeError):
+        return None
+    return clock.value
+
+
+class ServerProcess:
+    """One benchmark server in a child process; use as a context manager or ``stop()`` it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"bench-{kind}-")  # noqa: SIM115 - closed by stop()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.serve", kind],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        try:
+            self.port = self._read_port()
+        except BaseException:
+            self.stop()
+            raise
+        self._cpu_clock = _process_cpu_clock(self.pid)
+        self.cpu_source = (
+            "clock_getcpuclockid(pid): user+system time of all its threads, ns resolution"
+            if self._cpu_clock is not None
+            else f"/proc/PID/stat utime+stime ({1000 // _CLOCK_TICKS} ms clock ticks)"
+        )
+        """Where ``cpu_seconds`` comes from."""
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def address(self) -> str:
+        """``host:port``, for grpcio channels."""
+        return f"{HOST}:{self.port}"
+
+    def _read_port(self) -> int:
+        stdout = self._process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + _START_SECONDS
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0:
+                if selector.select(remaining):
+                    line = stdout.readline().decode(errors="replace").strip()
+                    if line.startswith(READY_PREFIX):
+                        return int(line.removeprefix(READY_PREFIX))
+                    if not line and self._process.poll() is not None:
+                        break
+        raise RuntimeError(f"the {self.kind} server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the server wrote on stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _status(self) -> dict[str, str]:
+        text = Path(f"/proc/{self.pid}/status").read_text()
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def rss_kib(self) -> int:
+        """Resident memory now (VmRSS), in KiB."""
+        return int(self._status()["VmRSS"].split()[0])
+
+    def peak_rss_kib(self) -> int:
+        """Peak resident memory so far (VmHWM), in KiB."""
+        return int(self._status()["VmHWM"].split()[0])
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far, user plus system, from the process's CPU clock (the
+        ``sum_exec_runtime`` that utime + stime are made from, in ns) or else /proc."""
+        if self._cpu_clock is not None:
+            try:
+                return time.clock_gettime_ns(self._cpu_clock) / 1e9
+            except OSError:
+                pass
+        return self.proc_stat_cpu_seconds()
+
+    def proc_stat_cpu_seconds(self) -> float:
+        """CPU time used so far: utime + stime from /proc/PID/stat (clock ticks, 10 ms)."""
+        text = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / _CLOCK_TICKS
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        """Stop the server: close its stdin, SIGTERM, then SIGKILL if it does not exit."""
+        process = self._process
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                if process.stdin is not None:
+                    process.stdin.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(*kinds: str) -> Iterator[dict[str, ServerProcess]]:
+    """Start one server process per kind; stop them all on the way out, whatever happens."""
+    with contextlib.ExitStack() as stack:
+        yield {kind: stack.enter_context(ServerProcess(kind)) for kind in kinds}

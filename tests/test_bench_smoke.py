@@ -1,0 +1,173 @@
+"""scripts/bench: a smoke run produces every scenario and every row, with positive figures and
+ratios, in the JSON and in the printed table (no speed thresholds: a benchmark is not a timed
+test); and the committed generated code under benchmarks/ matches benchmarks/protos/."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.rows import ROWS, SERVER_LABELS
+from benchmarks.serve import KINDS
+from grpc_serverfn import AsyncClient, Client
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ("_proto", "_betterproto")
+HINT = (
+    "benchmarks/_proto or benchmarks/_betterproto is out of date with benchmarks/protos/:"
+    " run scripts/gen-bench-proto and commit it"
+)
+
+ALL_ROWS = [row.key for row in ROWS]
+CONCURRENT_ROWS = [row.key for row in ROWS if row.concurrent]
+EXPECTED_ROWS = {
+    "a_single_stream": ALL_ROWS,
+    "b_concurrent_16": CONCURRENT_ROWS,
+    "b_concurrent_64": CONCURRENT_ROWS,
+    "c_short_calls": ALL_ROWS,
+    "d_memory": list(KINDS),
+    "e_cpu_per_chunk": ALL_ROWS,
+}
+EXPECTED_FIGURES = {
+    "a_single_stream": {"chunks_per_s"},
+    "b_concurrent_16": {"chunks_per_s"},
+    "b_concurrent_64": {"chunks_per_s"},
+    "c_short_calls": {
+        "first_chunk_p50_ms",
+        "first_chunk_p99_ms",
+        "end_p50_ms",
+        "end_p99_ms",
+    },
+    "d_memory": {"peak_rss_mib", "idle_stream_kib"},
+    "e_cpu_per_chunk": {"cpu_us_per_chunk"},
+}
+
+
+def coalesce_supported() -> bool:
+    """Whether both clients take ``coalesce=`` (until they do, the coalescing rows may fail)."""
+    return all("coalesce" in inspect.signature(kind).parameters for kind in (Client, AsyncClient))
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    stdout: str
+    stderr: str
+    results: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"scripts/bench --smoke failed:\n{result.stdout}{result.stderr}"
+    return SmokeRun(result.stdout, result.stderr, json.loads(out.read_text()))
+
+
+def test_every_scenario_and_row_is_in_the_json(smoke: SmokeRun) -> None:
+    scenarios = smoke.results["scenarios"]
+    assert sorted(scenarios) == sorted(EXPECTED_ROWS)
+    for key, expected in EXPECTED_ROWS.items():
+        assert [row["key"] for row in scenarios[key]["rows"]] == expected, key
+        assert {figure["key"] for figure in scenarios[key]["figures"]} == EXPECTED_FIGURES[key]
+        assert scenarios[key]["baseline"] == "baseline"
+
+
+def test_every_row_has_positive_figures_and_ratios(smoke: SmokeRun) -> None:
+    lenient = not coalesce_supported()
+    problems = []
+    for key, scenario in smoke.results["scenarios"].items():
+        for row in scenario["rows"]:
+            where = f"{key}/{row['key']}"
+            if row["error"] is not None:
+                # Until the clients take coalesce=, the coalescing rows record why they cannot run.
+                if not (
+                    lenient
+                    and row["key"].endswith("-coalesce")
+                    and row["error_kind"] == "coalesce-unsupported"
+                ):
+                    problems.append(f"{where}: {row['error_kind']}: {row['error']}")
+                continue
+            assert set(row["figures"]) == EXPECTED_FIGURES[key], where
+            for name, figure in row["figures"].items():
+                numbers = [figure["median"], figure["min"], figure["max"], *figure["runs"]]
+                if not all(isinstance(n, int | float) and n > 0 for n in numbers):
+                    problems.append(f"{where}/{name}: not all positive: {figure}")
+                if not (isinstance(figure["ratio"], int | float) and figure["ratio"] > 0):
+                    problems.append(f"{where}/{name}: ratio {figure['ratio']!r}")
+                if not figure["min"] <= figure["median"] <= figure["max"]:
+                    problems.append(f"{where}/{name}: median outside min-max: {figure}")
+            if row["key"] == "baseline":
+                assert all(f["ratio"] == pytest.approx(1.0) for f in row["figures"].values())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_runs_and_the_machine_are_described(smoke: SmokeRun) -> None:
+    meta = smoke.results["meta"]
+    assert meta["mode"] == "smoke"
+    assert meta["sizes"]["runs"] == 1
+    for scenario in smoke.results["scenarios"].values():
+        for row in scenario["rows"]:
+            for figure in row["figures"].values():
+                assert len(figure["runs"]) == 1
+    for package in ("grpcio", "protobuf", "grpclib", "betterproto", "grpc-serverfn"):
+        assert meta["packages"][package][0].isdigit(), package
+    assert meta["cpu"]
+    assert meta["cores"] >= 1
+    assert meta["date"]
+    assert meta["python"].endswith(platform.python_version())
+
+
+def test_the_table_names_every_scenario_and_row(smoke: SmokeRun) -> None:
+    for scenario in smoke.results["scenarios"].values():
+        assert scenario["title"] in smoke.stdout
+    for label in [row.label for row in ROWS] + list(SERVER_LABELS.values()):
+        assert label in smoke.stdout, label
+    for header in ("grpcio", "protobuf", "grpclib", "CPU:"):
+        assert header in smoke.stdout.splitlines()[1] + smoke.stdout.splitlines()[2], header
+    assert "Traceback" not in smoke.stderr
+
+
+def generated_files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_generated_bench_code_has_not_drifted_from_the_proto(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "gen-bench-proto"), str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"scripts/gen-bench-proto failed:\n{result.stdout}{result.stderr}"
+    )
+    for name in GENERATED:
+        fresh = generated_files(tmp_path / name)
+        committed = generated_files(ROOT / "benchmarks" / name)
+        assert fresh, f"scripts/gen-bench-proto generated nothing in {name}"
+        assert sorted(fresh) == sorted(committed), f"{HINT} (the set of files in {name} differs)"
+        stale = [path for path in fresh if fresh[path] != committed[path]]
+        assert not stale, f"{HINT} (these files in {name} differ: {', '.join(stale)})"
