@@ -17,7 +17,8 @@ with an error raises a ``ServerFnError`` subclass, after every chunk received be
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+import collections
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -43,15 +44,31 @@ __all__ = ["AsyncChunkStream", "AsyncClient", "ChunkStream", "Client"]
 
 
 class ChunkStream(Iterator[Any]):
-    """The chunks of one call, decoded; iterate it, and cancel it or leave its ``with`` early."""
+    """The chunks of one call, decoded; iterate it, and cancel it or leave its ``with`` early.
+
+    Dropping the stream (breaking out of ``for client.invoke(...)``) cancels the call.
+    """
+
+    __slots__ = ("_call", "_pending")
 
     def __init__(self, call: Any) -> None:
         self._call = call
-        # The generator holds the call, not self, so dropping the stream finalizes it at once.
-        self._chunks = _sync_chunks(call)
+        self._pending: collections.deque[Any] | None = None  # the rest of a coalesced batch
 
     def __next__(self) -> Any:
-        return next(self._chunks)
+        # The per-chunk path: no generator layer, batches unpacked in place.
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        try:
+            message = next(self._call)
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        value = decode_chunk(message)
+        if type(value) is Batch:
+            self._pending = pending = collections.deque(value)
+            return pending.popleft()
+        return value
 
     def __iter__(self) -> ChunkStream:
         return self
@@ -72,38 +89,44 @@ class ChunkStream(Iterator[Any]):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._chunks.close()
+        self._call.cancel()
+
+    def __del__(self) -> None:
+        _cancel_if_running(self)
 
     def __aiter__(self) -> NoReturn:
         raise TypeError("Client streams are iterated with 'for'; use AsyncClient for 'async for'")
 
 
-def _sync_chunks(call: Any) -> Generator[Any, None, None]:
-    try:
-        for message in call:
-            value = decode_chunk(message)
-            if type(value) is Batch:
-                yield from value
-            else:
-                yield value
-    except grpc.RpcError as error:
-        raise error_from_rpc_error(error) from None
-    finally:
-        call.cancel()
-
-
 class AsyncChunkStream(AsyncIterator[Any]):
-    """The chunks of one call on ``AsyncClient``; ``async for`` it, or ``async with`` it."""
+    """The chunks of one call on ``AsyncClient``; ``async for`` it, or ``async with`` it.
+
+    Dropping the stream (breaking out of ``async for``) cancels the call.
+    """
+
+    __slots__ = ("_call", "_messages", "_pending")
 
     def __init__(self, call: Any) -> None:
         self._call = call
-        self._chunks = _async_chunks(call)
+        self._messages = call.__aiter__()
+        self._pending: collections.deque[Any] | None = None
 
     def __aiter__(self) -> AsyncChunkStream:
         return self
 
     async def __anext__(self) -> Any:
-        return await self._chunks.__anext__()
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        try:
+            message = await self._messages.__anext__()
+        except grpc.RpcError as error:
+            raise error_from_rpc_error(error) from None
+        value = decode_chunk(message)
+        if type(value) is Batch:
+            self._pending = pending = collections.deque(value)
+            return pending.popleft()
+        return value
 
     def cancel(self) -> None:
         """Cancel the call (no effect once it has ended)."""
@@ -120,30 +143,18 @@ class AsyncChunkStream(AsyncIterator[Any]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._call.cancel()
-        await self._chunks.aclose()
 
     def __del__(self) -> None:
-        # Breaking out of `async for` drops the stream: cancel now, not when the GC gets to it.
-        call = getattr(self, "_call", None)
-        if call is not None and not call.done():
-            call.cancel()
+        _cancel_if_running(self)
 
     def __iter__(self) -> NoReturn:
         raise TypeError("AsyncClient streams are iterated with 'async for'; use Client for 'for'")
 
 
-async def _async_chunks(call: Any) -> AsyncGenerator[Any, None]:
-    try:
-        async for message in call:
-            value = decode_chunk(message)
-            if type(value) is Batch:
-                for item in value:
-                    yield item
-            else:
-                yield value
-    except grpc.RpcError as error:
-        raise error_from_rpc_error(error) from None
-    finally:
+def _cancel_if_running(stream: ChunkStream | AsyncChunkStream) -> None:
+    # Runs when a stream is dropped (left early): cancel now, not when the GC gets to the call.
+    call = getattr(stream, "_call", None)
+    if call is not None and not call.done():
         call.cancel()
 
 
