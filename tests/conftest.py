@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.util
+import os
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,7 +22,8 @@ from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2_grpc
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 @contextlib.contextmanager
@@ -38,6 +41,59 @@ def imported_example(name: str, **env: str) -> Iterator[ModuleType]:
         patch.setitem(sys.modules, module_name, module)
         spec.loader.exec_module(module)
         yield module
+
+
+@pytest.fixture(scope="session")
+def demo() -> Iterator[ModuleType]:
+    """examples/demo.py, imported with short delays (it reads them at import time)."""
+    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
+        yield module
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
+    """The demo app served from a background thread for the whole session."""
+    with run_in_thread(demo.fns) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo streams from OpenAI when OPENAI_API_KEY is set; tests want the local reply
+    unless they set it themselves."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def generated_files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def regenerate(script: str, out: Path) -> None:
+    """Run a generator, ``scripts/<script> OUT``, with this interpreter's tools."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / script), str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"scripts/{script} failed:\n{result.stdout}{result.stderr}"
+
+
+def assert_same_files(fresh_dir: Path, committed: Path, script: str) -> None:
+    """The committed generated code equals a fresh run of its generator, byte for byte."""
+    hint = f"{committed.relative_to(ROOT)} is out of date: run scripts/{script} and commit it"
+    fresh, current = generated_files(fresh_dir), generated_files(committed)
+    assert fresh, f"scripts/{script} generated nothing in {fresh_dir.name}"
+    assert sorted(fresh) == sorted(current), f"{hint} (the set of generated files differs)"
+    stale = [name for name in fresh if fresh[name] != current[name]]
+    assert not stale, f"{hint} (these differ: {', '.join(stale)})"
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import platform
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,10 @@ import pytest
 from benchmarks.rows import ROWS, SERVER_LABELS
 from benchmarks.serve import KINDS
 from grpc_serverfn import AsyncClient, Client
+from tests.conftest import assert_same_files, regenerate
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ("_proto", "_betterproto")
-HINT = (
-    "benchmarks/_proto or benchmarks/_betterproto is out of date with benchmarks/protos/:"
-    " run scripts/gen-bench-proto and commit it"
-)
 
 ALL_ROWS = [row.key for row in ROWS]
 CONCURRENT_ROWS = [row.key for row in ROWS if row.concurrent]
@@ -143,31 +138,7 @@ def test_the_table_names_every_scenario_and_row(smoke: SmokeRun) -> None:
     assert "Traceback" not in smoke.stderr
 
 
-def generated_files(root: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
-
-
 def test_generated_bench_code_has_not_drifted_from_the_proto(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "gen-bench-proto"), str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"scripts/gen-bench-proto failed:\n{result.stdout}{result.stderr}"
-    )
+    regenerate("gen-bench-proto", tmp_path)
     for name in GENERATED:
-        fresh = generated_files(tmp_path / name)
-        committed = generated_files(ROOT / "benchmarks" / name)
-        assert fresh, f"scripts/gen-bench-proto generated nothing in {name}"
-        assert sorted(fresh) == sorted(committed), f"{HINT} (the set of files in {name} differs)"
-        stale = [path for path in fresh if fresh[path] != committed[path]]
-        assert not stale, f"{HINT} (these files in {name} differ: {', '.join(stale)})"
+        assert_same_files(tmp_path / name, ROOT / "benchmarks" / name, "gen-bench-proto")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -13,29 +12,16 @@ from grpc_serverfn import (
     FailedPrecondition,
     InvalidArgument,
 )
-from grpc_serverfn.testing import RunningServer, run_in_thread
-from tests.conftest import Caller, imported_example
+from grpc_serverfn.testing import RunningServer
+from tests.conftest import Caller
 
 STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress": 100, "done": True}]
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    """examples/demo.py, imported with short sleeps (it reads them at import time)."""
-    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo picks OpenAI per call when OPENAI_API_KEY is set; these tests want it local."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def server(demo_server: RunningServer) -> RunningServer:
+    """`invoke` calls the demo here."""
+    return demo_server
 
 
 def csv_text(rows: int) -> str:

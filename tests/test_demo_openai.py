@@ -10,14 +10,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
 
 from grpc_serverfn import Client, Unavailable
-from grpc_serverfn.testing import RunningServer, run_in_thread
-from tests.conftest import imported_example
+from grpc_serverfn.testing import RunningServer
 
 TOKENS = ["Hel", "lo", " from", " the", " API", "!"]
 
@@ -76,15 +74,8 @@ def openai_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    with imported_example("demo", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
+def server(demo_server: RunningServer) -> RunningServer:
+    return demo_server
 
 
 @pytest.fixture(autouse=True)

@@ -14,13 +14,6 @@ from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests.conftest import EXAMPLES, imported_example
 
 
-@pytest.fixture(scope="module")
-def demo_server() -> Iterator[RunningServer]:
-    env = {"DEMO_STEP_SECONDS": "0.005", "DEMO_TOKEN_SECONDS": "0.001"}
-    with imported_example("demo", **env) as demo, run_in_thread(demo.fns) as running:
-        yield running
-
-
 def run_example(name: str, target: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), target],

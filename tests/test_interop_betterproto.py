@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
@@ -29,9 +29,8 @@ from grpc_serverfn.stubs.serverfn.v1 import (
     Method,
     ServerFunctionsStub,
 )
-from grpc_serverfn.testing import RunningServer, run_in_thread
+from grpc_serverfn.testing import RunningServer
 from tests import app
-from tests.conftest import imported_example
 
 STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress": 100, "done": True}]
 HOST = "127.0.0.1"
@@ -87,24 +86,6 @@ async def collect(
     except GRPCError as error:
         return chunks, error
     return chunks, None
-
-
-@pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo picks OpenAI per call when OPENAI_API_KEY is set; these tests want it local."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
 @pytest.fixture

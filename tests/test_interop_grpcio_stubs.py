@@ -19,9 +19,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
-from grpc_serverfn.testing import RunningServer, run_in_thread
+from grpc_serverfn.testing import RunningServer
 from tests import app
-from tests.conftest import imported_example
 
 STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress": 100, "done": True}]
 
@@ -76,24 +75,6 @@ def bad_request_of(status: status_pb2.Status | None) -> error_details_pb2.BadReq
     bad_request = error_details_pb2.BadRequest()
     assert detail.Unpack(bad_request), f"the detail is a {detail.TypeName()}"
     return bad_request
-
-
-@pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo picks OpenAI per call when OPENAI_API_KEY is set; these tests want it local."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
 @pytest.fixture

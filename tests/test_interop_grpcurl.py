@@ -15,22 +15,9 @@ import pytest
 
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
-from tests.conftest import imported_example
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 INVOKE = "serverfn.v1.ServerFunctions/Invoke"
-
-
-@pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

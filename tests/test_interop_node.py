@@ -22,7 +22,6 @@ import pytest
 
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
-from tests.conftest import imported_example
 
 NODE_DIR = Path(__file__).resolve().parent / "interop" / "node"
 CLIENT = NODE_DIR / "client.js"
@@ -71,28 +70,9 @@ def googleapis_protos() -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    """examples/demo.py, imported with short sleeps (it reads them at import time)."""
-    with imported_example("demo", DEMO_STEP_SECONDS="0.005", DEMO_TOKEN_SECONDS="0.001") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
-    with run_in_thread(demo.fns) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def app_server() -> Iterator[RunningServer]:
     with run_in_thread(app.fns) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo picks OpenAI per call when OPENAI_API_KEY is set; these tests want it local."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ documented, and the names and shapes clients depend on are there."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
+
+from tests.conftest import assert_same_files, regenerate
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
@@ -26,33 +27,9 @@ ENUM_VALUE = 2
 SERVICE_METHOD = 2
 
 
-def generated_files(root: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
-
-
 def test_generated_code_has_not_drifted_from_the_proto(tmp_path: Path) -> None:
-    out = tmp_path / "generated"
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "gen-proto"), str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"scripts/gen-proto failed:\n{result.stdout}{result.stderr}"
-    fresh = generated_files(out)
-    committed = generated_files(GENERATED)
-    assert fresh, "scripts/gen-proto generated nothing"
-    hint = "grpc_serverfn/_proto is out of date with protos/: run scripts/gen-proto and commit it"
-    assert sorted(fresh) == sorted(committed), f"{hint} (the set of generated files differs)"
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"{hint} (these files differ: {', '.join(stale)})"
+    regenerate("gen-proto", tmp_path / "generated")
+    assert_same_files(tmp_path / "generated", GENERATED, "gen-proto")
 
 
 @pytest.fixture(scope="module")

@@ -3,42 +3,19 @@ protos/ today; and the core package neither needs nor imports them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import assert_same_files, regenerate
+
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "grpc_serverfn" / "stubs"
-HINT = "grpc_serverfn/stubs is out of date with protos/: run scripts/gen-stubs and commit it"
-
-
-def generated_files(root: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
 
 
 def test_generated_stubs_have_not_drifted_from_the_proto(tmp_path: Path) -> None:
-    out = tmp_path / "stubs"
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "gen-stubs"), str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"scripts/gen-stubs failed:\n{result.stdout}{result.stderr}"
-    fresh = generated_files(out)
-    committed = generated_files(GENERATED)
-    assert fresh, "scripts/gen-stubs generated nothing"
-    assert sorted(fresh) == sorted(committed), f"{HINT} (the set of generated files differs)"
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"{HINT} (these files differ: {', '.join(stale)})"
+    regenerate("gen-stubs", tmp_path / "stubs")
+    assert_same_files(tmp_path / "stubs", GENERATED, "gen-stubs")
 
 
 def test_the_core_package_imports_without_betterproto_or_grpclib() -> None:
