@@ -27,7 +27,13 @@ from ._version import __version__
 from .client import Client
 from .errors import ServerFnError
 from .registry import Registry
-from .server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerTLS
+from .server import (
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    DEFAULT_MAX_INPUT_DEPTH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Server,
+    ServerTLS,
+)
 
 __all__ = ["load_registry", "main"]
 
@@ -120,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
         help=f"largest request or chunk message (default {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    serve.add_argument(
+        "--max-concurrent-calls",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_CALLS,
+        help="calls beyond this many at once are refused with RESOURCE_EXHAUSTED"
+        f" (default {DEFAULT_MAX_CONCURRENT_CALLS})",
+    )
+    serve.add_argument(
+        "--max-input-depth",
+        type=int,
+        default=DEFAULT_MAX_INPUT_DEPTH,
+        help=f"deepest nesting of an input's lists and objects (default {DEFAULT_MAX_INPUT_DEPTH})",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -241,6 +260,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls=tls,
         grace=args.grace,
         max_message_bytes=args.max_message_bytes,
+        max_concurrent_calls=args.max_concurrent_calls,
+        max_input_depth=args.max_input_depth,
     )
     try:
         status = asyncio.run(server.serve_until_signalled())

@@ -20,6 +20,7 @@ __all__ = [
     "JSONDecodeError",
     "UnencodableValue",
     "decode_json",
+    "deeper_than",
     "dict_to_struct",
     "encode_json",
     "fill_value",
@@ -134,6 +135,23 @@ def from_value(value: struct_pb2.Value) -> Any:
     if kind == "list_value":
         return [from_value(item) for item in value.list_value.values]
     return None  # null_value, or a Value with nothing set
+
+
+def deeper_than(obj: Any, limit: int) -> bool:
+    """True when lists and objects nest more than ``limit`` levels deep (checked iteratively)."""
+    stack = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from .concurrency import open_handler
 from .context import Context
-from .errors import Internal, InvalidArgument, NotFound, ServerFnError
+from .errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServerFnError
 from .middleware import Call, build_chain
 from .registry import NO_INPUT, Registry, ServerFunction
 from .streaming import MAX_BATCH, CallEnded, encoding_for, send_coalesced, send_each
@@ -47,6 +47,8 @@ logger = logging.getLogger("grpc_serverfn.server")
 
 SERVICE_NAME: str = serverfn_pb2.DESCRIPTOR.services_by_name["ServerFunctions"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_CALLS = 10_000
+DEFAULT_MAX_INPUT_DEPTH = 64
 _CLEANUP_SECONDS = 1.0  # how long shutdown waits for cancelled calls' cleanup
 
 _METHODS = {"GET": serverfn_pb2.METHOD_GET, "POST": serverfn_pb2.METHOD_POST}
@@ -61,8 +63,14 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         *,
         executor: ThreadPoolExecutor | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+        max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
     ) -> None:
         registry.freeze()
+        self._max_concurrent_calls = max_concurrent_calls
+        self._max_input_depth = max_input_depth
+        # A chunk's message must fit the send limit, with room for its few framing bytes.
+        self._max_chunk_bytes = max(1, max_message_bytes - 64)
         # A batch is bounded in characters; at up to 4 UTF-8 bytes each it stays under the limit.
         self._max_batch_bytes = max(1, max_message_bytes // 4 - 1024)
         self._registry = registry
@@ -74,6 +82,12 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def _busy(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"the server is serving its limit of {self._max_concurrent_calls} concurrent calls;"
+            " retry later"
+        )
 
     async def wait_until_idle(self) -> None:
         """Wait until every Invoke has ended, its cleanup included."""
@@ -91,6 +105,10 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         function = self._registry.get(request.function)
         if function is None:
             _end_with(context, _unknown_function(request.function), ())
+            return
+        if self._in_flight >= self._max_concurrent_calls:
+            # Refused at once rather than queued (grpc's maximum_concurrent_rpcs queues).
+            _end_with(context, self._busy(), ())
             return
         self._in_flight += 1
         self._idle.clear()
@@ -112,7 +130,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         error: ServerFnError | None = None
         try:
             encoding = encoding_for(request)
-            call = Call(function, _decode_input(request), ctx)
+            call = Call(function, _decode_input(request, self._max_input_depth), ctx)
             chunks = self._chain(call)
             max_batch = min(request.max_batch, MAX_BATCH)
             if max_batch > 1:
@@ -123,9 +141,16 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                     function.name,
                     max_batch=max_batch,
                     max_batch_bytes=self._max_batch_bytes,
+                    max_chunk_bytes=self._max_chunk_bytes,
                 )
             else:
-                await send_each(chunks, context.write, encoding, function.name)
+                await send_each(
+                    chunks,
+                    context.write,
+                    encoding,
+                    function.name,
+                    max_chunk_bytes=self._max_chunk_bytes,
+                )
         except CallEnded:
             # The caller cancelled, ran out of time or went away while a chunk was being sent.
             ctx._mark_cancelled()
@@ -153,20 +178,27 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         return self._function_list
 
 
-def _decode_input(request: serverfn_pb2.InvokeRequest) -> Any:
+def _decode_input(request: serverfn_pb2.InvokeRequest, max_depth: int) -> Any:
     which = request.WhichOneof("input")
     if which == "value":
-        return codec.from_value(request.value)
-    if which == "json" and request.json:
+        data = codec.from_value(request.value)
+    elif which == "json" and request.json:
         try:
-            return codec.decode_json(request.json)
+            data = codec.decode_json(request.json)
         except codec.JSONDecodeError as error:
             where = f"line {error.lineno} column {error.colno} (char {error.pos})"
             raise InvalidArgument(
                 f"malformed JSON input: {error.msg} at {where}",
                 field_violations=[("json", f"{error.msg} at {where}")],
             ) from None
-    return NO_INPUT
+    else:
+        return NO_INPUT
+    if codec.deeper_than(data, max_depth):
+        raise InvalidArgument(
+            f"the input nests deeper than the server's limit of {max_depth} levels",
+            field_violations=[(which, f"nested deeper than {max_depth} levels")],
+        )
+    return data
 
 
 def _unknown_function(name: str) -> NotFound:
@@ -263,6 +295,8 @@ class Server:
         reflection: bool = True,
         tls: ServerTLS | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+        max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
         grace: float = 10.0,
         max_workers: int = 32,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -276,6 +310,8 @@ class Server:
         self._tls = tls
         self._max_message_bytes = max_message_bytes
         self._max_workers = max_workers
+        self._max_concurrent_calls = max_concurrent_calls
+        self._max_input_depth = max_input_depth
         self._interceptors = tuple(interceptors)
         self._options = tuple(options)
         self._server: grpc.aio.Server | None = None
@@ -305,7 +341,11 @@ class Server:
             max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
         )
         servicer = ServerFunctionsServicer(
-            self.registry, executor=self._executor, max_message_bytes=self._max_message_bytes
+            self.registry,
+            executor=self._executor,
+            max_message_bytes=self._max_message_bytes,
+            max_concurrent_calls=self._max_concurrent_calls,
+            max_input_depth=self._max_input_depth,
         )
         self._servicer = servicer
         server = grpc.aio.server(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
-from .errors import Internal, InvalidArgument
+from .errors import Internal, InvalidArgument, ResourceExhausted
 
 __all__ = ["MAX_BATCH", "CallEnded", "Encoding", "encoding_for", "send_coalesced", "send_each"]
 
@@ -50,14 +50,33 @@ def encoding_for(request: serverfn_pb2.InvokeRequest) -> Encoding:
     )
 
 
-def _json_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
-    return serverfn_pb2.Chunk(json=codec.encode_json(value), seq=seq)
+def _json_chunk(value: Any, seq: int, limit: int) -> serverfn_pb2.Chunk:
+    text = codec.encode_json(value)
+    if len(text) > limit:
+        raise _TooLarge(len(text))
+    return serverfn_pb2.Chunk(json=text, seq=seq)
 
 
-def _value_chunk(value: Any, seq: int) -> serverfn_pb2.Chunk:
+def _value_chunk(value: Any, seq: int, limit: int) -> serverfn_pb2.Chunk:
     chunk = serverfn_pb2.Chunk(seq=seq)
     codec.fill_value(chunk.value, value)
+    size = chunk.ByteSize()
+    if size > limit:
+        raise _TooLarge(size)
     return chunk
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def too_large(function: str, seq: int, size: int, limit: int) -> ResourceExhausted:
+    """The error that ends a call whose handler produced a chunk over the size limit."""
+    return ResourceExhausted(
+        f"server function {function!r} produced chunk {seq} of {size} bytes, over the"
+        f" server's limit of {limit} bytes per chunk"
+    )
 
 
 async def _write(write: Write, message: serverfn_pb2.Chunk) -> None:
@@ -85,7 +104,12 @@ def unencodable(function: str, seq: int, error: codec.UnencodableValue) -> Inter
 
 
 async def send_each(
-    chunks: AsyncIterator[Any], write: Write, encoding: Encoding, function: str
+    chunks: AsyncIterator[Any],
+    write: Write,
+    encoding: Encoding,
+    function: str,
+    *,
+    max_chunk_bytes: int,
 ) -> None:
     """Write every chunk as its own message (what callers that did not opt in get)."""
     encode = _json_chunk if encoding == "json" else _value_chunk
@@ -94,9 +118,11 @@ async def send_each(
     # handling is inlined rather than wrapped in another coroutine).
     async for value in chunks:
         try:
-            message = encode(value, seq)
+            message = encode(value, seq, max_chunk_bytes)
         except codec.UnencodableValue as error:
             raise unencodable(function, seq, error) from None
+        except _TooLarge as error:
+            raise too_large(function, seq, error.size, max_chunk_bytes) from None
         try:
             await write(message)
         except asyncio.CancelledError:
@@ -114,6 +140,7 @@ async def send_coalesced(
     *,
     max_batch: int,
     max_batch_bytes: int,
+    max_chunk_bytes: int,
 ) -> None:
     """Write the chunks, packing those produced while a write is in flight into one message.
 
@@ -142,7 +169,7 @@ async def send_coalesced(
             finished = True
             have_chunks.set()
 
-    packer = _Packer(write, encoding, function, max_batch_bytes)
+    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes)
     producer = asyncio.create_task(produce())
     try:
         while True:
@@ -169,13 +196,16 @@ async def send_coalesced(
 class _Packer:
     """Encodes runs of chunks into as few messages as the byte bound allows, and writes them."""
 
-    __slots__ = ("_encoding", "_function", "_max_bytes", "_seq", "_write")
+    __slots__ = ("_encoding", "_function", "_max_bytes", "_max_chunk_bytes", "_seq", "_write")
 
-    def __init__(self, write: Write, encoding: Encoding, function: str, max_bytes: int) -> None:
+    def __init__(
+        self, write: Write, encoding: Encoding, function: str, max_bytes: int, max_chunk_bytes: int
+    ) -> None:
         self._write = write
         self._encoding = encoding
         self._function = function
         self._max_bytes = max_bytes
+        self._max_chunk_bytes = max_chunk_bytes
         self._seq = 0
 
     async def send(self, values: list[Any]) -> None:
@@ -187,6 +217,9 @@ class _Packer:
             except codec.UnencodableValue as error:
                 await self._flush(pending)  # the chunks before it are still delivered
                 raise unencodable(self._function, self._seq, error) from None
+            if payload_size > self._max_chunk_bytes:
+                await self._flush(pending)
+                raise too_large(self._function, self._seq, payload_size, self._max_chunk_bytes)
             if pending and size + payload_size > self._max_bytes:
                 await self._flush(pending)
                 pending, size = [], 0

@@ -293,3 +293,16 @@ async def ping_pong(data: Wait) -> AsyncIterator[int]:
         yield i
         if not await asyncio.to_thread(record.acks.acquire, timeout=data.seconds):
             raise FailedPrecondition(f"chunk {i} was not received within {data.seconds}s")
+
+
+class Sized(BaseModel):
+    n: int
+    size: int
+
+
+@fns.server_fn
+async def big_after(data: Sized) -> AsyncIterator[str]:
+    """Yield n small chunks, then one of `size` characters."""
+    for i in range(data.n):
+        yield str(i)
+    yield "x" * data.size

@@ -1,0 +1,100 @@
+"""Configurable limits with safe defaults: concurrent calls, input nesting, chunk size.
+
+Each limit ends the call with a clear status (and what came before it delivered), and the
+server goes on serving.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from grpc_serverfn import Client, InvalidArgument, ResourceExhausted
+from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
+from grpc_serverfn.testing import RunningServer, run_in_thread
+from tests import app
+from tests.conftest import Caller, drain
+
+PROMPTLY = 5.0
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[RunningServer]:
+    """The test app with tight limits: 2 calls at once, inputs 10 deep, 64 KiB messages."""
+    options = {"max_concurrent_calls": 2, "max_input_depth": 10, "max_message_bytes": 65536}
+    with run_in_thread(app.fns, **options) as running:
+        yield running
+
+
+def test_calls_beyond_the_concurrency_limit_are_refused_not_queued(
+    small_server: RunningServer,
+) -> None:
+    keys = [uuid.uuid4().hex for _ in range(2)]
+    with Client(small_server.target) as client:
+        streams = [client.invoke("wait_async", {"probe": key}) for key in keys]
+        assert [next(stream) for stream in streams] == [0, 0]  # both are running
+        with pytest.raises(ResourceExhausted, match="limit of 2 concurrent calls"):
+            client.call("echo_async", "third")
+        streams[0].cancel()
+        assert app.probe(keys[0]).cleaned_up.wait(PROMPTLY)
+        # A slot is free again (the count drops once the call's cleanup has run).
+        for _ in range(50):
+            try:
+                assert client.call("echo_async", "again") == "again"
+                break
+            except ResourceExhausted:
+                app.probe(keys[0]).cleaned_up.wait(0.05)
+        else:
+            pytest.fail("the freed slot was never reused")
+        streams[1].cancel()
+        assert app.probe(keys[1]).cleaned_up.wait(PROMPTLY)
+
+
+def test_input_nested_beyond_the_limit_is_invalid_argument(invoke: Caller) -> None:
+    assert invoke("echo_async", nested(63)).chunks == [nested(63)]
+    outcome = invoke("echo_async", nested(65))
+    assert isinstance(outcome.error, InvalidArgument)
+    assert "deeper than the server's limit of 64 levels" in outcome.error.message
+    assert outcome.error.field_violations == [("json", "nested deeper than 64 levels")]
+
+
+def test_json_text_nested_past_the_parsers_own_limit_is_invalid_argument(stub: object) -> None:
+    request = serverfn_pb2.InvokeRequest(function="echo_async", json="[" * 5000 + "]" * 5000)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Invoke(request))  # type: ignore[attr-defined]
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "malformed JSON input" in caught.value.details()  # type: ignore[attr-defined]
+
+
+def test_the_depth_limit_applies_to_value_input_too(small_server: RunningServer) -> None:
+    with Client(small_server.target, encoding="value") as client:
+        assert client.call("echo_async", nested(9)) == nested(9)
+        with pytest.raises(InvalidArgument) as caught:
+            client.call("echo_async", nested(11))
+    assert caught.value.field_violations == [("value", "nested deeper than 10 levels")]
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+@pytest.mark.parametrize("encoding", ["json", "value"])
+def test_an_oversized_chunk_ends_the_stream_after_the_chunks_before_it(
+    small_server: RunningServer, coalesce: bool, encoding: str
+) -> None:
+    chunks: list[object] = []
+    with Client(small_server.target, coalesce=coalesce, encoding=encoding) as client:  # type: ignore[arg-type]
+        with pytest.raises(ResourceExhausted) as caught:
+            drain(client.invoke("big_after", {"n": 3, "size": 100_000}), into=chunks)
+        assert chunks == ["0", "1", "2"]
+        assert "'big_after' produced chunk 3" in caught.value.message
+        assert "over the server's limit" in caught.value.message
+        # The server goes on serving, and a chunk under the limit passes.
+        assert list(client.invoke("big_after", {"n": 0, "size": 60_000})) == ["x" * 60_000]
