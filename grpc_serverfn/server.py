@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -102,6 +103,9 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
     ) -> None:
+        if isinstance(request, _Undecodable):
+            _end_with(context, request.error(), ())
+            return
         function = self._registry.get(request.function)
         if function is None:
             _end_with(context, _unknown_function(request.function), ())
@@ -175,7 +179,54 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             serverfn_pb2.ListFunctionsRequest, serverfn_pb2.ListFunctionsResponse
         ],
     ) -> serverfn_pb2.ListFunctionsResponse:
+        if isinstance(request, _Undecodable):
+            error = request.error()
+            await context.abort(error.code, error.message)
         return self._function_list
+
+
+class _Undecodable:
+    """A request whose bytes are not the message the RPC takes (left for the handler to refuse)."""
+
+    __slots__ = ("message_type", "reason")
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.message_type = message_type
+        self.reason = reason
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid {self.message_type}: {self.reason}")
+
+
+def _tolerant_parser(message: type[Message]) -> Callable[[bytes], Any]:
+    # grpc's own deserializer failure is UNKNOWN with the exception's text; refuse it cleanly.
+    name = message.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as error:
+            return _Undecodable(name, str(error).rpartition(": ")[2] or "undecodable")
+
+    return parse
+
+
+def _handlers(servicer: ServerFunctionsServicer) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Invoke": grpc.unary_stream_rpc_method_handler(
+                servicer.Invoke,
+                request_deserializer=_tolerant_parser(serverfn_pb2.InvokeRequest),
+                response_serializer=serverfn_pb2.Chunk.SerializeToString,
+            ),
+            "ListFunctions": grpc.unary_unary_rpc_method_handler(
+                servicer.ListFunctions,
+                request_deserializer=_tolerant_parser(serverfn_pb2.ListFunctionsRequest),
+                response_serializer=serverfn_pb2.ListFunctionsResponse.SerializeToString,
+            ),
+        },
+    )
 
 
 def _decode_input(request: serverfn_pb2.InvokeRequest, max_depth: int) -> Any:
@@ -357,7 +408,7 @@ class Server:
                 *self._options,
             ],
         )
-        serverfn_pb2_grpc.add_ServerFunctionsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        server.add_generic_rpc_handlers((_handlers(servicer),))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._reflection:
