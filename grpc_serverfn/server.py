@@ -5,7 +5,9 @@ graceful shutdown.
 function up, decodes the input, runs the middleware chain and the handler, encodes and writes
 each chunk as the transport accepts it (backpressure), maps every failure to a status, and
 closes every stream it opened in ``finally``, so cleanup runs at cancel time rather than at
-garbage collection.
+garbage collection. The RPCs are registered with tolerant request parsers, so bytes that are
+not the request message end as INVALID_ARGUMENT rather than grpc's UNKNOWN with the
+exception's text; limits (concurrent calls, input depth, chunk size) are checked here too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from .registry import NO_INPUT, Registry, ServerFunction
 from .streaming import MAX_BATCH, CallEnded, encoding_for, send_coalesced, send_each
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENT_CALLS",
+    "DEFAULT_MAX_INPUT_DEPTH",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "SERVICE_NAME",
     "Server",
