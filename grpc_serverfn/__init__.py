@@ -6,6 +6,7 @@ from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or fro
 
 from ._client_core import FunctionInfo
 from ._version import __version__
+from .auth import Identity, bearer_auth
 from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
 from .context import Context, Metadata
 from .errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "FunctionInfo",
+    "Identity",
     "Internal",
     "InvalidArgument",
     "Kind",
@@ -64,5 +66,6 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "__version__",
+    "bearer_auth",
     "serve",
 ]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import grpc.aio
 
+    from .auth import Identity
+
 __all__ = ["Context", "Metadata"]
 
 MetadataValue = str | bytes
@@ -59,7 +61,15 @@ class Metadata(Mapping[str, MetadataValue]):
 class Context:
     """The call a handler is serving."""
 
-    __slots__ = ("_cancelled", "_deadline", "_trailing_metadata", "function", "metadata", "peer")
+    __slots__ = (
+        "_cancelled",
+        "_deadline",
+        "_trailing_metadata",
+        "function",
+        "identity",
+        "metadata",
+        "peer",
+    )
 
     def __init__(
         self,
@@ -77,6 +87,8 @@ class Context:
         self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
         self._cancelled = threading.Event()
         self._trailing_metadata: list[tuple[str, MetadataValue]] = []
+        self.identity: Identity | None = None
+        """Who is calling, once an auth middleware (``bearer_auth``) has established it."""
 
     @classmethod
     def from_grpc(cls, function: str, context: grpc.aio.ServicerContext[Any, Any]) -> Context:

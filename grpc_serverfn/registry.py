@@ -11,7 +11,7 @@ import enum
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
@@ -76,6 +76,8 @@ class ServerFunction:
     """The ``data`` parameter's default, or NO_INPUT when it has none (input is required)."""
     wants_context: bool
     output_schema: dict[str, Any] | None = field(default=None)
+    required_roles: frozenset[str] = field(default=frozenset())
+    """Roles a caller must have; enforced by an auth middleware such as ``bearer_auth``."""
 
     @property
     def streaming(self) -> bool:
@@ -142,6 +144,7 @@ class Registry:
         method: HTTPMethod = "GET",
         description: str | None = None,
         validator: Any = None,
+        require_roles: Iterable[str] = (),
     ) -> Callable[[F], F]: ...
 
     def server_fn(
@@ -153,16 +156,25 @@ class Registry:
         method: HTTPMethod = "GET",
         description: str | None = None,
         validator: Any = None,
+        require_roles: Iterable[str] = (),
     ) -> Any:
         """Register a function; use bare (``@fns.server_fn``) or with options.
 
         ``name`` defaults to the function's ``__name__``, ``description`` to its docstring;
-        ``validator`` overrides the ``data`` parameter's annotation. The function is returned
-        unchanged, so it stays callable in tests.
+        ``validator`` overrides the ``data`` parameter's annotation; ``require_roles`` names
+        roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``). The function
+        is returned unchanged, so it stays callable in tests.
         """
 
         def register(fn: F) -> F:
-            self.add(fn, name=name, method=method, description=description, validator=validator)
+            self.add(
+                fn,
+                name=name,
+                method=method,
+                description=description,
+                validator=validator,
+                require_roles=require_roles,
+            )
             return fn
 
         return register if fn is None else register(fn)
@@ -175,10 +187,11 @@ class Registry:
         method: HTTPMethod = "GET",
         description: str | None = None,
         validator: Any = None,
+        require_roles: Iterable[str] = (),
     ) -> ServerFunction:
         """Register ``fn`` (what the decorator does) and return its record."""
         self._check_not_frozen()
-        record = _classify(fn, name, method, description, validator)
+        record = _classify(fn, name, method, description, validator, frozenset(require_roles))
         if record.name in self._functions:
             raise ValueError(f"a server function named {record.name!r} is already registered")
         self._functions[record.name] = record
@@ -232,6 +245,7 @@ def _classify(
     method: str,
     description: str | None,
     explicit_validator: Any,
+    required_roles: frozenset[str] = frozenset(),
 ) -> ServerFunction:
     if not callable(fn):
         raise TypeError(f"server_fn expects a function, not {fn!r}")
@@ -297,6 +311,7 @@ def _classify(
         input_default=input_default,
         wants_context=wants_context,
         output_schema=output_schema(hints.get("return"), streaming=kind.streaming),
+        required_roles=required_roles,
     )
 
 
