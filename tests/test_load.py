@@ -1,0 +1,110 @@
+"""Under load, nothing is lost and nothing leaks: 1,000 concurrent streams of 1,000 chunks
+against one server process, three rounds, every chunk exactly once and in order, the server's
+memory and threads flat across rounds. (Correctness with generous bounds, not a speed figure.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grpc_serverfn import AsyncClient
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"serving \d+ function\(s\) on (127\.0\.0\.1:\d+)")
+STREAMS = 1_000
+CHUNKS = 1_000
+CHANNELS = 10
+
+pytestmark = pytest.mark.load
+
+
+@pytest.fixture(scope="module")
+def server_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The test app in its own process, so that its memory and threads can be read."""
+    script = Path(sys.executable).parent / "grpc-serverfn"
+    process = subprocess.Popen(
+        [str(script), "serve", "tests.app:fns", "--port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 30
+    target = None
+    while target is None and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        assert line, "the server exited before serving"
+        if match := SERVING.search(line):
+            target = match.group(1)
+    assert target is not None
+    # Keep reading its log, so that a burst of warnings can never fill the pipe and stall it.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    try:
+        yield process, target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        process.stderr.close()
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+async def one_round(target: str, streams: int, chunks: int, *, coalesce: bool) -> list[list[int]]:
+    clients = [AsyncClient(target, coalesce=coalesce) for _ in range(CHANNELS)]
+
+    async def one_stream(index: int) -> list[int]:
+        client = clients[index % CHANNELS]
+        return [chunk async for chunk in client.invoke("count_async", {"n": chunks}, timeout=300)]
+
+    try:
+        return await asyncio.gather(*(one_stream(index) for index in range(streams)))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
+    server_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, target = server_process
+    expected = list(range(CHUNKS))
+    rss: list[int] = []
+    threads: list[int] = []
+    for _ in range(3):
+        results = asyncio.run(one_round(target, STREAMS, CHUNKS, coalesce=True))
+        assert len(results) == STREAMS
+        assert all(result == expected for result in results), "a chunk was lost or reordered"
+        time.sleep(0.5)  # let the server finish its cleanup
+        rss.append(rss_kib(process.pid))
+        threads.append(thread_count(process.pid))
+    print(f"server RSS after each round: {rss} KiB; threads: {threads}")
+    assert rss[2] <= rss[0] * 1.10, f"server RSS grew across rounds: {rss} KiB"
+    assert threads[2] <= threads[0], f"server threads grew across rounds: {threads}"
+
+
+def test_a_thousand_uncoalesced_streams_lose_nothing(
+    server_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    """The one-message-per-chunk path under the same concurrency (fewer chunks, to stay quick)."""
+    _, target = server_process
+    results = asyncio.run(one_round(target, STREAMS, 50, coalesce=False))
+    assert all(result == list(range(50)) for result in results)
