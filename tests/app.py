@@ -222,6 +222,7 @@ def sync_endless(data: Wait) -> Iterator[int]:
 async def endless(data: Wait) -> AsyncIterator[str]:
     """Yield 1 KiB chunks as fast as the transport takes them; counts what it produced."""
     record = probe(data.probe)
+    record.started.set()
     payload = "x" * 1024
     try:
         while True:
