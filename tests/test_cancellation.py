@@ -180,5 +180,5 @@ def test_a_slow_reader_holds_the_generator_back(server: RunningServer) -> None:
         ahead = probe.produced - read
         assert probe.cleaned_up.wait(PROMPTLY)
     # Unbounded, it would have produced hundreds of thousands of chunks in that time; what
-    # flow control lets through is the HTTP/2 windows' worth (a few MiB at most).
-    assert ahead < 8_000, f"the generator ran {ahead} chunks ahead of the reader"
+    # flow control lets through is the HTTP/2 windows' worth (a few MiB at most; ~4,200 here).
+    assert ahead < 12_000, f"the generator ran {ahead} chunks ahead of the reader"
