@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
@@ -26,6 +27,9 @@ logger = logging.getLogger("grpc_serverfn.server")
 
 Encoding = Literal["json", "value"]
 Write = Callable[[serverfn_pb2.Chunk], Awaitable[None]]
+
+_STOP_INTERVAL = 0.25  # seconds between cancellations of a producer that ignores them
+_STOP_ATTEMPTS = 40
 
 MAX_BATCH = 1024
 """The most chunks the server packs into one message, whatever the caller asks for."""
@@ -187,10 +191,14 @@ async def send_coalesced(
             raise failure
     finally:
         # The generator must not be running when the server closes it: stop the producer
-        # (a CancelledError lands in the handler's own await) and wait for it to finish.
-        if not producer.done():
+        # (a CancelledError lands in the handler's own await) and wait for it to finish,
+        # cancelling again if the handler swallowed the CancelledError.
+        for _ in range(_STOP_ATTEMPTS):
+            if producer.done():
+                break
             producer.cancel()
-        await asyncio.wait([producer])
+            with contextlib.suppress(asyncio.CancelledError):  # the server insisting, too
+                await asyncio.wait([producer], timeout=_STOP_INTERVAL)
 
 
 class _Packer:

@@ -307,3 +307,21 @@ async def big_after(data: Sized) -> AsyncIterator[str]:
     for i in range(data.n):
         yield str(i)
     yield "x" * data.size
+
+
+@fns.server_fn
+async def stubborn(data: Wait) -> AsyncIterator[int]:
+    """Swallow the first three cancellations (the bug of a bare `except BaseException`)."""
+    record = probe(data.probe)
+    record.started.set()
+    yield 0
+    swallowed = 0
+    try:
+        while swallowed < 3:
+            try:
+                await asyncio.sleep(data.seconds)
+            except BaseException:
+                swallowed += 1
+                record.cancelled_seen.set()
+    finally:
+        record.cleaned_up.set()

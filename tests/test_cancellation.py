@@ -182,3 +182,18 @@ def test_a_slow_reader_holds_the_generator_back(server: RunningServer) -> None:
     # Unbounded, it would have produced hundreds of thousands of chunks in that time; what
     # flow control lets through is the HTTP/2 windows' worth (a few MiB at most; ~4,200 here).
     assert ahead < 12_000, f"the generator ran {ahead} chunks ahead of the reader"
+
+
+def test_a_handler_that_swallows_cancellation_is_still_ended(server: RunningServer) -> None:
+    """With coalescing (the clients' default) the handler runs in a task the server owns, so the
+    server can cancel it again until it gives in. (One chunk per message, the handler runs in
+    grpc's own task, whose cancellation it swallowed: that case is not handled yet.)"""
+    key, probe = new_probe()
+    with Client(server.target, coalesce=True) as client:
+        stream = client.invoke("stubborn", {"probe": key})
+        assert next(stream) == 0
+        stream.cancel()
+        assert probe.cancelled_seen.wait(PROMPTLY)
+        # It swallowed the first cancellation; the server cancels it again until it gives in.
+        assert probe.cleaned_up.wait(PROMPTLY), "the call lingered after its cancellation"
+        assert client.call("echo_async", "next") == "next"
