@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime
 import enum
+import logging
 import threading
 import time
 import uuid
@@ -325,3 +326,14 @@ async def stubborn(data: Wait) -> AsyncIterator[int]:
                 record.cancelled_seen.set()
     finally:
         record.cleaned_up.set()
+
+
+@fns.server_fn
+async def wait_logged(data: Wait) -> AsyncIterator[int]:
+    """wait_async for a server in another process: its cleanup is logged, not probed."""
+    try:
+        yield 0
+        await asyncio.sleep(data.seconds)
+        yield 1
+    finally:
+        logging.getLogger("tests.app").warning("cleaned up %s", data.probe)

@@ -50,12 +50,14 @@ def server_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
             target = match.group(1)
     assert target is not None
     # Keep reading its log, so that a burst of warnings can never fill the pipe and stall it.
-    threading.Thread(target=process.stderr.read, daemon=True).start()
+    reader = threading.Thread(target=process.stderr.read, daemon=True)
+    reader.start()
     try:
         yield process, target
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+        reader.join(10)  # it reaches the end of the log once the process has exited
         process.stderr.close()
 
 
