@@ -191,7 +191,7 @@ class _ServerfnIdle(IdleStream):
         self._stream = stream
 
     async def close(self) -> None:
-        await self._stream.__aexit__(None, None, None)
+        self._stream.cancel()
 
 
 class ServerfnSyncDriver(Driver):

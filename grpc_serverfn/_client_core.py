@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
-Encoding = Literal["json", "value"]
+Encoding = codec.Encoding
 
 COALESCE_MAX_BATCH = 1024
 """How many chunks the clients accept packed into one message when coalescing (the default)."""

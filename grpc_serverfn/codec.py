@@ -9,7 +9,7 @@ decode back to ``int`` so ``{"count": 3}`` sent by grpcurl reaches Python as ``3
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pydantic
@@ -17,6 +17,7 @@ import pydantic_core
 from google.protobuf import struct_pb2
 
 __all__ = [
+    "Encoding",
     "JSONDecodeError",
     "UnencodableValue",
     "decode_json",
@@ -33,6 +34,9 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _MAX_EXACT_INT = 2**53
 
 JSONDecodeError = orjson.JSONDecodeError
+
+Encoding = Literal["json", "value"]
+"""The two payload encodings: UTF-8 JSON text, or ``google.protobuf.Value``."""
 
 
 class UnencodableValue(TypeError):

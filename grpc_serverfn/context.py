@@ -50,10 +50,6 @@ class Metadata(Mapping[str, MetadataValue]):
     def __len__(self) -> int:
         return len(dict.fromkeys(key for key, _ in self._items))
 
-    def items_list(self) -> list[tuple[str, MetadataValue]]:
-        """Every ``(key, value)`` pair, duplicates included, in the order received."""
-        return list(self._items)
-
     def __repr__(self) -> str:
         return f"Metadata({list(self._items)!r})"
 

@@ -41,7 +41,6 @@ class _NoInput(enum.Enum):
 
 NO_INPUT: typing.Final = _NoInput.NO_INPUT
 """The caller sent no input (an unset oneof or an empty ``json`` string); distinct from null."""
-NoInput = Literal[_NoInput.NO_INPUT]
 
 
 class Kind(enum.Enum):

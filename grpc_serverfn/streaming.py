@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
@@ -25,7 +25,7 @@ __all__ = ["MAX_BATCH", "CallEnded", "Encoding", "encoding_for", "send_coalesced
 
 logger = logging.getLogger("grpc_serverfn.server")
 
-Encoding = Literal["json", "value"]
+Encoding = codec.Encoding
 Write = Callable[[serverfn_pb2.Chunk], Awaitable[None]]
 
 _STOP_INTERVAL = 0.25  # seconds between cancellations of a producer that ignores them
