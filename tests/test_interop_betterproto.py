@@ -284,6 +284,8 @@ async def test_closing_the_stream_early_cancels_the_call_on_the_server(
         async for chunk in stream:
             received.append(payload(chunk))
             if len(received) == 2:
+                # Close while the handler awaits, so it sees CancelledError, not GeneratorExit.
+                assert await asyncio.to_thread(app.probe(key).waiting.wait, 5)
                 break
     assert received == [("value", 0), ("value", 1)]
     record = app.probe(key)

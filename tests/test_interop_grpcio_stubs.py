@@ -231,11 +231,13 @@ def test_cancel_mid_stream_runs_the_handlers_cleanup_sync(
     call = app_stub.Invoke(request, timeout=30)
     received = [payload(next(call)), payload(next(call))]
     assert received == [("value", 0), ("value", 1)]
+    record = app.probe(key)
+    # Cancel while the handler awaits: it sees CancelledError there, GeneratorExit at a yield.
+    assert record.waiting.wait(5)
     assert call.cancel()
     with pytest.raises(grpc.RpcError) as raised:
         next(call)
     assert raised.value.code() is grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
-    record = app.probe(key)
     assert record.cleaned_up.wait(5)
     assert record.cancelled_seen.is_set()
 
@@ -336,9 +338,11 @@ async def test_cancel_mid_stream_runs_the_handlers_cleanup_async(
     call = app_aio_stub.Invoke(request, timeout=30)
     received = [payload(await call.read()), payload(await call.read())]
     assert received == [("json", 0), ("json", 1)]
+    record = app.probe(key)
+    # Cancel while the handler awaits: it sees CancelledError there, GeneratorExit at a yield.
+    assert await asyncio.to_thread(record.waiting.wait, 5)
     assert call.cancel()
     assert await call.code() is grpc.StatusCode.CANCELLED
-    record = app.probe(key)
     assert await asyncio.to_thread(record.cleaned_up.wait, 5)
     assert record.cancelled_seen.is_set()
 
