@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,129 +19,17 @@ import pytest
 
 from grpc_serverfn import Client
 from tests.conftest import imported_example
+from tests.processes import PROMPTLY, ROOT, SCRIPT, SERVING, ServerProcess, server_env, serving
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = "examples/demo.py:fns"
-PROMPTLY = 30.0
-SERVING = re.compile(r"grpc-serverfn serving (\d+) function\(s\) on (127\.0\.0\.1:(\d+))")
 
 STREAM_DATA = [{"progress": 0}, {"progress": 33}, {"progress": 66}, {"progress": 100, "done": True}]
-
-
-def _script() -> str:
-    beside_python = Path(sys.executable).parent / "grpc-serverfn"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("grpc-serverfn")
-    assert found is not None, "the grpc-serverfn console script is not installed"
-    return found
-
-
-SCRIPT = _script()
 
 
 def _demo_local_reply(message: str) -> str:
     with imported_example("demo") as demo:
         reply: str = demo.local_reply(message)
     return reply
-
-
-def _env(**overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
-    env.update({"DEMO_STEP_SECONDS": "0.01", "DEMO_TOKEN_SECONDS": "0.001", **overrides})
-    env.pop("SERVERFN_HOST", None)
-    env.pop("SERVERFN_PORT", None)
-    return env
-
-
-class ServerProcess:
-    """``grpc-serverfn serve`` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            [SCRIPT, "serve", *args],
-            cwd=ROOT,
-            env=env if env is not None else _env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.address = ""  # host:port, once wait_serving has read it from the log
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._eof = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
-    @property
-    def log(self) -> str:
-        with self._changed:
-            return "".join(self.lines)
-
-    def wait_for_line(self, pattern: re.Pattern[str] | str, timeout: float = PROMPTLY) -> str:
-        """The first stderr line matching ``pattern``, waiting for it up to ``timeout``."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._changed:
-            while True:
-                for line in self.lines[seen:]:
-                    if regex.search(line):
-                        return line
-                seen = len(self.lines)
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    raise AssertionError(
-                        f"no stderr line matched {regex.pattern!r}"
-                        f" (exit code {self.process.poll()}); stderr so far:\n{self.log}"
-                    )
-                self._changed.wait(remaining)
-
-    def wait_serving(self) -> str:
-        """Wait for the "serving" log line; the address it names (``--port 0`` resolved)."""
-        match = SERVING.search(self.wait_for_line(SERVING))
-        assert match is not None
-        self.address = match.group(2)
-        return self.address
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        code = self.process.wait(timeout)
-        self._finish()
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(PROMPTLY)
-        self._finish()
-
-    def _finish(self) -> None:
-        self._reader.join(PROMPTLY)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
-@contextlib.contextmanager
-def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    server = ServerProcess(*args, env=env)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +53,7 @@ def run(*args: str, input: str | None = None, cwd: Path = ROOT) -> subprocess.Co
     return subprocess.run(
         [SCRIPT, *args],
         cwd=cwd,
-        env=_env(),
+        env=server_env(),
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True,
@@ -332,7 +217,7 @@ def run_on_terminal(*args: str) -> tuple[int, str, str]:
         process = subprocess.Popen(
             [SCRIPT, *args],
             cwd=ROOT,
-            env=_env(),
+            env=server_env(),
             stdin=subprocess.DEVNULL,
             stdout=slave,
             stderr=subprocess.PIPE,
@@ -479,7 +364,7 @@ def test_sigterm_shuts_down_gracefully() -> None:
 
 
 def test_second_sigterm_during_grace_exits_at_once() -> None:
-    env = _env(DEMO_TOKEN_SECONDS="0.5")
+    env = server_env(DEMO_TOKEN_SECONDS="0.5")
     with serving(DEMO_SPEC, "--port", "0", "--grace", "30", env=env) as server:
         address = server.wait_serving()
         with Client(address, timeout=PROMPTLY) as client:
@@ -511,7 +396,7 @@ def test_call_exits_quietly_when_stdout_is_closed_early(target: str) -> None:
     process = subprocess.Popen(
         [SCRIPT, "call", target, "stream_chat", data],
         cwd=ROOT,
-        env=_env(),
+        env=server_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

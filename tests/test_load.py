@@ -9,9 +9,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from grpc_serverfn import AsyncClient
+from tests.processes import ServerProcess, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = re.compile(r"serving \d+ function\(s\) on (127\.0\.0\.1:\d+)")
@@ -30,35 +28,13 @@ pytestmark = pytest.mark.load
 
 
 @pytest.fixture(scope="module")
-def server_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server_process() -> Iterator[ServerProcess]:
     """The test app in its own process, so that its memory and threads can be read."""
-    script = Path(sys.executable).parent / "grpc-serverfn"
-    process = subprocess.Popen(
-        [str(script), "serve", "tests.app:fns", "--port", "0"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 30
-    target = None
-    while target is None and time.monotonic() < deadline:
-        line = process.stderr.readline()
-        assert line, "the server exited before serving"
-        if match := SERVING.search(line):
-            target = match.group(1)
-    assert target is not None
-    # Keep reading its log, so that a burst of warnings can never fill the pipe and stall it.
-    reader = threading.Thread(target=process.stderr.read, daemon=True)
-    reader.start()
-    try:
-        yield process, target
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        reader.join(10)  # it reaches the end of the log once the process has exited
-        process.stderr.close()
+    with serving("tests.app:fns", "--port", "0") as server:
+        server.wait_serving()
+        yield server
+        server.signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.log
 
 
 def rss_kib(pid: int) -> int:
@@ -85,9 +61,9 @@ async def one_round(target: str, streams: int, chunks: int, *, coalesce: bool) -
 
 
 def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
-    server_process: tuple[subprocess.Popen[str], str],
+    server_process: ServerProcess,
 ) -> None:
-    process, target = server_process
+    process, target = server_process, server_process.address
     expected = list(range(CHUNKS))
     rss: list[int] = []
     threads: list[int] = []
@@ -104,9 +80,9 @@ def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
 
 
 def test_a_thousand_uncoalesced_streams_lose_nothing(
-    server_process: tuple[subprocess.Popen[str], str],
+    server_process: ServerProcess,
 ) -> None:
     """The one-message-per-chunk path under the same concurrency (fewer chunks, to stay quick)."""
-    _, target = server_process
+    target = server_process.address
     results = asyncio.run(one_round(target, STREAMS, 50, coalesce=False))
     assert all(result == list(range(50)) for result in results)

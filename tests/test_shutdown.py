@@ -5,12 +5,8 @@ cancelled with their cleanup run, and the process exits 0 soon after the grace."
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpc_serverfn import AsyncClient, ServerFnError, Unavailable
+from tests.processes import ServerProcess, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = re.compile(r"serving \d+ function\(s\) on (127\.0\.0\.1:\d+)")
@@ -27,36 +24,7 @@ GRACE = 2.0
 pytestmark = pytest.mark.load
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, list[str], threading.Thread]:
-    script = str(Path(sys.executable).parent / "grpc-serverfn")
-    process = subprocess.Popen(
-        [script, "serve", "tests.app:fns", "--port", "0", "--grace", str(GRACE)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        assert line, "the server exited before serving"
-        if match := SERVING.search(line):
-            break
-    else:
-        pytest.fail("the server never said where it serves")
-    lines: list[str] = []
-
-    def keep_reading() -> None:
-        assert process.stderr is not None
-        lines.extend(process.stderr)
-
-    reader = threading.Thread(target=keep_reading, daemon=True)
-    reader.start()
-    return process, match.group(1), lines, reader
-
-
-async def in_flight_shutdown(process: subprocess.Popen[str], target: str) -> dict[str, object]:
+async def in_flight_shutdown(server: ServerProcess, target: str) -> dict[str, object]:
     async with (
         AsyncClient(target, coalesce=False) as client,
         grpc.aio.insecure_channel(target) as health_channel,
@@ -86,7 +54,7 @@ async def in_flight_shutdown(process: subprocess.Popen[str], target: str) -> dic
             await asyncio.wait_for(started.acquire(), 30)
 
         signalled = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         assert (await asyncio.wait_for(watch.read(), 10)).status == (
             health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -97,7 +65,7 @@ async def in_flight_shutdown(process: subprocess.Popen[str], target: str) -> dic
         except Unavailable as error:
             refused = error
         results = await asyncio.gather(*tasks)
-        exit_code = await asyncio.to_thread(process.wait, 30)
+        exit_code = await asyncio.to_thread(server.wait, 30)
         return {
             "results": results,
             "refused": refused,
@@ -107,16 +75,10 @@ async def in_flight_shutdown(process: subprocess.Popen[str], target: str) -> dic
 
 
 def test_sigterm_with_a_hundred_streams_in_flight() -> None:
-    process, target, log, reader = start_server()
-    try:
-        outcome = asyncio.run(in_flight_shutdown(process, target))
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        reader.join(10)  # the log is read to its end once the process has exited
-        assert process.stderr is not None
-        process.stderr.close()
+    with serving("tests.app:fns", "--port", "0", "--grace", str(GRACE)) as server:
+        target = server.wait_serving()
+        outcome = asyncio.run(in_flight_shutdown(server, target))
+    log = server.lines
     results = outcome["results"]
     assert isinstance(results, list)
     finished = [result for index, result in enumerate(results) if index % 2 == 0]
