@@ -35,7 +35,14 @@ from .context import Context
 from .errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServerFnError
 from .middleware import Call, build_chain
 from .registry import NO_INPUT, Registry, ServerFunction
-from .streaming import MAX_BATCH, CallEnded, encoding_for, send_coalesced, send_each
+from .streaming import (
+    MAX_BATCH,
+    CallEnded,
+    encoding_for,
+    in_own_task,
+    send_coalesced,
+    send_each,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_CALLS",
@@ -152,12 +159,15 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                     max_chunk_bytes=self._max_chunk_bytes,
                 )
             else:
-                await send_each(
-                    chunks,
-                    context.write,
-                    encoding,
+                await in_own_task(
+                    send_each(
+                        chunks,
+                        context.write,
+                        encoding,
+                        function.name,
+                        max_chunk_bytes=self._max_chunk_bytes,
+                    ),
                     function.name,
-                    max_chunk_bytes=self._max_chunk_bytes,
                 )
         except CallEnded:
             # The caller cancelled, ran out of time or went away while a chunk was being sent.

@@ -317,6 +317,7 @@ async def stubborn(data: Wait) -> AsyncIterator[int]:
     record.started.set()
     yield 0
     swallowed = 0
+    record.waiting.set()
     try:
         while swallowed < 3:
             try:

@@ -187,15 +187,24 @@ def test_a_slow_reader_holds_the_generator_back(
     assert ahead < bound, f"the generator ran {ahead} chunks ahead of the reader"
 
 
-def test_a_handler_that_swallows_cancellation_is_still_ended(server: RunningServer) -> None:
-    """With coalescing (the clients' default) the handler runs in a task the server owns, so the
-    server can cancel it again until it gives in. (One chunk per message, the handler runs in
-    grpc's own task, whose cancellation it swallowed: that case is not handled yet.)"""
+@pytest.mark.parametrize("coalesce", [True, False], ids=["coalesced", "one-per-message"])
+@pytest.mark.parametrize("ending", ["cancel", "deadline"])
+def test_a_handler_that_swallows_cancellation_is_still_ended(
+    server: RunningServer, coalesce: bool, ending: str
+) -> None:
+    """The handler runs in a task the server owns, so the server cancels it again until it
+    gives in (grpc cancels its own RPC task once, and the handler swallowed that)."""
     key, probe = new_probe()
-    with Client(server.target, coalesce=True) as client:
-        stream = client.invoke("stubborn", {"probe": key})
+    with Client(server.target, coalesce=coalesce) as client:
+        timeout = 1.0 if ending == "deadline" else None
+        stream = client.invoke("stubborn", {"probe": key}, timeout=timeout)
         assert next(stream) == 0
-        stream.cancel()
+        assert probe.waiting.wait(PROMPTLY)
+        if ending == "cancel":
+            stream.cancel()
+        else:
+            with pytest.raises(DeadlineExceeded):
+                next(stream)
         assert probe.cancelled_seen.wait(PROMPTLY)
         # It swallowed the first cancellation; the server cancels it again until it gives in.
         assert probe.cleaned_up.wait(PROMPTLY), "the call lingered after its cancellation"
