@@ -4,7 +4,7 @@ Decorate functions on a ``Registry``, serve it (``grpc-serverfn serve app:fns``)
 from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or from grpcurl.
 """
 
-from ._client_core import FunctionInfo
+from ._client_core import ClientTLS, FunctionInfo
 from ._version import __version__
 from .auth import Identity, bearer_auth
 from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
@@ -42,6 +42,7 @@ __all__ = [
     "Cancelled",
     "ChunkStream",
     "Client",
+    "ClientTLS",
     "Context",
     "DataLoss",
     "DeadlineExceeded",

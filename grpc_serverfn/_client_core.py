@@ -1,12 +1,14 @@
 """Everything a client does that is not I/O, shared by ``Client`` and ``AsyncClient``:
-building requests, decoding chunks and function lists, turning a failed call into an error.
+TLS configuration, building requests, decoding chunks and function lists, turning a failed call
+into an error (a failed TLS connection with a hint at its likely cause).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -14,13 +16,15 @@ from grpc_health.v1 import health_pb2
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._version import __version__
-from .errors import ServerFnError, error_from_status
+from .errors import ServerFnError, Unavailable, error_from_status
 
 __all__ = [
     "BaseClient",
+    "ClientTLS",
     "FunctionInfo",
     "MetadataLike",
     "build_request",
+    "connection_hint",
     "decode_chunk",
     "error_from_rpc_error",
     "function_infos",
@@ -52,6 +56,64 @@ class FunctionInfo:
 
 
 CallOptions = dict[str, Any]
+ErrorMapper = Callable[[Any], ServerFnError]
+"""Turns a failed call (a ``grpc.RpcError``) into the ``ServerFnError`` to raise."""
+
+Security = Literal["insecure", "tls", "mtls", "credentials"]
+"""How a client connects: plaintext, TLS, TLS with a client certificate, or caller-made
+``grpc.ChannelCredentials`` (whose contents the client cannot see)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """Client TLS material (PEM): ``ca`` verifies the server (None: the system's roots); a
+    ``certificate_chain`` and its ``private_key`` are the client certificate for mutual TLS;
+    ``server_name`` is the name the server's certificate must hold when it differs from the
+    host dialled (e.g. dialling an IP address)."""
+
+    ca: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise ValueError("a client certificate needs both certificate_chain and private_key")
+
+    @classmethod
+    def from_files(
+        cls,
+        ca: str | Path | None = None,
+        certificate_chain: str | Path | None = None,
+        private_key: str | Path | None = None,
+        server_name: str | None = None,
+    ) -> ClientTLS:
+        """Read the PEM files (each optional, as in the constructor)."""
+        return cls(
+            Path(ca).read_bytes() if ca is not None else None,
+            Path(certificate_chain).read_bytes() if certificate_chain is not None else None,
+            Path(private_key).read_bytes() if private_key is not None else None,
+            server_name,
+        )
+
+    @property
+    def has_certificate(self) -> bool:
+        """Whether this presents a client certificate (mutual TLS)."""
+        return self.certificate_chain is not None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The grpc channel credentials for this material."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """The channel options this needs: the server name override, if any."""
+        if self.server_name is None:
+            return []
+        return [("grpc.ssl_target_name_override", self.server_name)]
 
 
 class BaseClient:
@@ -64,6 +126,7 @@ class BaseClient:
         self,
         target: str,
         *,
+        tls: ClientTLS | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
@@ -73,7 +136,16 @@ class BaseClient:
     ) -> None:
         if encoding not in _ACCEPT:
             raise ValueError(f"encoding must be 'json' or 'value', not {encoding!r}")
+        if tls is not None and credentials is not None:
+            raise ValueError("pass tls= or credentials=, not both")
         self.target = target
+        self._security: Security = "insecure"
+        if tls is not None:
+            credentials = tls.credentials()
+            options = [*tls.channel_options(), *options]
+            self._security = "mtls" if tls.has_certificate else "tls"
+        elif credentials is not None:
+            self._security = "credentials"
         self._credentials = credentials
         self._timeout = timeout
         self._metadata = _metadata_items(metadata)
@@ -100,6 +172,16 @@ class BaseClient:
 
     def _invoke_request(self, function: str, data: Any) -> serverfn_pb2.InvokeRequest:
         return build_request(function, data, self._encoding, self._max_batch)
+
+    def _error(self, error: _FailedCall) -> ServerFnError:
+        """The ``ServerFnError`` for a failed call; a connection that failed the way a TLS
+        mismatch makes it fail says what to check."""
+        if error.code() is grpc.StatusCode.UNAVAILABLE:
+            details = error.details() or ""
+            hint = connection_hint(details, self._security)
+            if hint is not None:
+                return Unavailable(f"cannot connect to {self.target}: {hint} (grpc: {details})")
+        return error_from_rpc_error(error)
 
 
 def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...]:
@@ -156,6 +238,66 @@ def error_from_rpc_error(error: _FailedCall) -> ServerFnError:
     trailers = error.trailing_metadata()
     items = [(item[0], item[1]) for item in trailers] if trailers else []
     return error_from_status(error.code(), error.details() or "", items)
+
+
+_CLIENT_FLAGS = "ClientTLS(certificate_chain=..., private_key=...); command line: --cert, --key"
+_HINTS: tuple[tuple[tuple[str, ...], frozenset[str], str], ...] = (
+    # (substrings of grpc's details, lower-cased; the securities they apply to; the hint)
+    (
+        ("certificate_verify_failed",),
+        frozenset({"tls", "mtls", "credentials"}),
+        "the server's certificate is not signed by a CA this client trusts; pass the CA that"
+        " signed it (ClientTLS(ca=...); command line: --ca)",
+    ),
+    (
+        ("hostname verification", "peer name"),
+        frozenset({"tls", "mtls", "credentials"}),
+        "the server's certificate does not hold the name dialled; dial a name it holds, or set"
+        " it (ClientTLS(server_name=...); command line: --server-name)",
+    ),
+    (
+        ("wrong_version_number",),
+        frozenset({"tls", "mtls", "credentials"}),
+        "the server does not speak TLS; connect without TLS",
+    ),
+    (
+        ("certificate_required", "socket closed"),
+        frozenset({"tls"}),
+        "the server closed the connection during the TLS handshake, as a server that requires"
+        f" mutual TLS does to a client without a certificate; present one ({_CLIENT_FLAGS})",
+    ),
+    (
+        ("unknown_ca", "bad_certificate", "certificate_unknown", "socket closed"),
+        frozenset({"mtls"}),
+        "the server closed the connection during the TLS handshake, as a server that requires"
+        " mutual TLS does when it does not accept the client certificate; check that it is"
+        " signed by the CA the server trusts (serve --tls-client-ca) and still valid",
+    ),
+    (
+        ("socket closed",),
+        frozenset({"credentials"}),
+        "the server closed the connection during the TLS handshake; if it requires mutual TLS,"
+        " the credentials must carry a client certificate it accepts",
+    ),
+    (
+        ("socket closed",),
+        frozenset({"insecure"}),
+        "the server closed the connection at once, as a TLS server does to a plaintext client;"
+        " connect with TLS (tls=ClientTLS(...); command line: --tls or --ca)",
+    ),
+)
+
+
+def connection_hint(details: str, security: Security) -> str | None:
+    """What to check when a connection failed with these details, or None when they do not
+    look like a TLS mismatch (e.g. a refused connection)."""
+    lowered = details.lower()
+    if "failed to connect" not in lowered:
+        return None  # the connection was up: whatever ended the call, it was not the handshake
+    for needles, securities, hint in _HINTS:
+        if security in securities and any(needle in lowered for needle in needles):
+            return hint
+    return None
 
 
 def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[FunctionInfo]:

@@ -1,4 +1,5 @@
-"""Authentication and access rules as ready middleware: bearer tokens, required roles.
+"""Authentication and access rules: bearer tokens and required roles as ready middleware, and
+the identity a verified client certificate gives.
 
 ::
 
@@ -14,19 +15,23 @@
 A call without ``authorization: Bearer <token>`` metadata, or with a token ``verify`` rejects
 (returns None), is ``UNAUTHENTICATED``; a caller missing a role the function requires is
 ``PERMISSION_DENIED``. The handler finds who called in ``ctx.identity``.
+
+On a server that requires client certificates (``ServerTLS(..., client_ca=...)``, mutual TLS),
+``ctx.identity`` is the certificate's identity (``certificate_identity``) unless a middleware set
+one: with ``bearer_auth`` too, the token's identity wins for the calls it checks.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PermissionDenied, Unauthenticated
 from .middleware import Call, CallNext, Middleware
 
-__all__ = ["Identity", "TokenVerifier", "bearer_auth"]
+__all__ = ["Identity", "TokenVerifier", "bearer_auth", "certificate_identity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,38 @@ class Identity:
     subject: str
     roles: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+def certificate_identity(auth_context: Mapping[str, Iterable[bytes]]) -> Identity | None:
+    """The Identity of the client certificate in a call's grpc ``auth_context()``: the subject
+    distinguished name (RFC 2253, e.g. ``CN=billing,O=Example``), with ``common_name``,
+    ``subject_alternative_names`` and ``certificate_pem`` in the claims; None without one.
+
+    Trust it only from a server that verifies client certificates (requires mutual TLS).
+    """
+    subject = _first(auth_context, "x509_subject")
+    common_name = _first(auth_context, "x509_common_name")
+    if subject is None and common_name is None:
+        return None
+    return Identity(
+        subject=subject if subject is not None else f"CN={common_name}",
+        claims={
+            "common_name": common_name,
+            "subject_alternative_names": [
+                _text(name) for name in auth_context.get("x509_subject_alternative_name", ())
+            ],
+            "certificate_pem": _first(auth_context, "x509_pem_cert"),
+        },
+    )
+
+
+def _first(auth_context: Mapping[str, Iterable[bytes]], key: str) -> str | None:
+    value = next(iter(auth_context.get(key, ())), None)
+    return _text(value) if value is not None else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 TokenVerifier = Callable[[str], "Identity | Awaitable[Identity | None] | None"]

@@ -1,7 +1,9 @@
-"""The ``grpc-serverfn`` command: ``serve``, ``call`` and ``list``.
+"""The ``grpc-serverfn`` command: ``serve``, ``call``, ``list`` and ``health``.
 
 ``call`` prints one JSON line per chunk on stdout; errors go to stderr, and the exit status is
-64 + the gRPC status code, as grpcurl's is (2 for usage errors).
+64 + the gRPC status code, as grpcurl's is (2 for usage errors). ``call``, ``list`` and
+``health`` connect over TLS with ``--tls`` / ``--ca``, and present a client certificate (mutual
+TLS) with ``--cert`` and ``--key``.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
-import grpc
 import orjson
 from tqdm import tqdm
 
-from . import codec
+from . import codec, workers
+from ._client_core import ClientTLS
 from ._version import __version__
 from .client import Client
 from .errors import ServerFnError
 from .registry import Registry
+from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION
 from .server import (
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_INPUT_DEPTH,
@@ -34,11 +37,15 @@ from .server import (
     Server,
     ServerTLS,
 )
+from .store import StreamStore
 
 __all__ = ["load_registry", "main"]
 
+logger = logging.getLogger("grpc_serverfn.cli")
+
 USAGE_ERROR = 2
 _STATUS_EXIT_BASE = 64
+_TLS = TypeVar("_TLS", ServerTLS, ClientTLS)
 
 
 class UsageError(Exception):
@@ -140,6 +147,36 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_INPUT_DEPTH,
         help=f"deepest nesting of an input's lists and objects (default {DEFAULT_MAX_INPUT_DEPTH})",
     )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT); 'auto' for one per CPU"
+        " (default 1: no supervisor)",
+    )
+    streams = serve.add_argument_group("resumable streams (@server_fn(resumable=True))")
+    streams.add_argument(
+        "--stream-store",
+        default="memory",
+        metavar="URL",
+        help="where their chunks are kept: 'memory' (this process only; the default) or"
+        " redis://host:port/db (shared by every worker and replica using it)",
+    )
+    streams.add_argument(
+        "--stream-idle-ttl",
+        type=float,
+        default=DEFAULT_IDLE_TTL,
+        metavar="SECONDS",
+        help=f"a producer with no reader this long is stopped (default {DEFAULT_IDLE_TTL:g})",
+    )
+    streams.add_argument(
+        "--stream-retention",
+        type=float,
+        default=DEFAULT_RETENTION,
+        metavar="SECONDS",
+        help=f"a stream is deleted this long after its last chunk (default {DEFAULT_RETENTION:g})",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def add_target_options(command: argparse.ArgumentParser) -> None:
@@ -155,9 +192,28 @@ def _parser() -> argparse.ArgumentParser:
             metavar="'KEY: VALUE'",
             help="request metadata; repeat for more",
         )
-        command.add_argument("--tls", action="store_true", help="connect with TLS")
-        command.add_argument(
-            "--ca", type=Path, help="PEM CA bundle to verify the server (implies --tls)"
+        tls = command.add_argument_group(
+            "TLS",
+            "Connect over TLS; --ca, --cert, --key and --server-name imply --tls. A server"
+            " started with --tls-client-ca (mutual TLS) refuses clients without --cert/--key.",
+        )
+        tls.add_argument(
+            "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+        )
+        tls.add_argument(
+            "--ca", type=Path, metavar="FILE", help="PEM CA bundle to verify the server with"
+        )
+        tls.add_argument(
+            "--cert",
+            type=Path,
+            metavar="FILE",
+            help="PEM client certificate chain to present (mutual TLS; needs --key)",
+        )
+        tls.add_argument("--key", type=Path, metavar="FILE", help="PEM private key of --cert")
+        tls.add_argument(
+            "--server-name",
+            metavar="NAME",
+            help="the name the server's certificate must hold, when not TARGET's host",
         )
 
     call = commands.add_parser(
@@ -240,29 +296,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# With worker processes, every line names the process that wrote it.
+_WORKERS_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def _worker_count(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes (1 or more) or 'auto', not {text!r}"
+        )
+    return count
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format=_LOG_FORMAT if args.workers == 1 else _WORKERS_LOG_FORMAT
     )
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
-        tls = ServerTLS.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+        tls = _read_tls(ServerTLS.from_files, args.tls_cert, args.tls_key, args.tls_client_ca)
     elif args.tls_client_ca:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
-    registry = load_registry(args.app)
-    server = Server(
-        registry,
-        host=args.host,
-        port=args.port,
-        reflection=args.reflection,
-        tls=tls,
-        grace=args.grace,
-        max_message_bytes=args.max_message_bytes,
-        max_concurrent_calls=args.max_concurrent_calls,
-        max_input_depth=args.max_input_depth,
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "reflection": args.reflection,
+        "tls": tls,
+        "grace": args.grace,
+        "max_message_bytes": args.max_message_bytes,
+        "max_concurrent_calls": args.max_concurrent_calls,
+        "max_input_depth": args.max_input_depth,
+        "stream_idle_ttl": args.stream_idle_ttl,
+        "stream_retention": args.stream_retention,
+    }
+    _stream_store(args.stream_store)  # a bad URL is a usage error before anything starts
+    if args.workers == 1:
+        store = _stream_store(args.stream_store)
+        return _run_server(
+            Server(load_registry(args.app), port=args.port, stream_store=store, **options)
+        )
+    if args.stream_store == "memory":
+        logger.warning(
+            "each worker keeps its own resumable streams in memory: a resume reaching another"
+            " worker finds nothing; use --stream-store redis://... with --workers"
+        )
+    if not workers.SUPPORTED:
+        raise UsageError("--workers needs os.fork and SO_REUSEPORT (Linux)")
+
+    def run_worker(port: int, ready: Callable[[], None]) -> int:
+        # In the forked worker: the app is imported here, after the fork, so whatever it
+        # creates at import time (threads, grpc channels) belongs to this process.
+        try:
+            registry = load_registry(args.app)
+        except UsageError as error:
+            print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+            return USAGE_ERROR
+        server = workers.WorkerServer(
+            registry,
+            on_serving=ready,
+            port=port,
+            stream_store=_stream_store(args.stream_store),
+            options=[workers.REUSE_PORT_OPTION],
+            **options,
+        )
+        return _run_server(server)
+
+    try:
+        return workers.supervise(
+            args.workers, host=args.host, port=args.port, run_worker=run_worker
+        )
+    except OSError as error:
+        print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _stream_store(url: str) -> StreamStore | None:
+    if url == "memory":
+        return None  # the server's default, MemoryStreamStore
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis_store import RedisStreamStore
+        except ImportError:
+            raise UsageError(
+                "--stream-store redis://... needs redis-py: pip install 'grpc-serverfn[redis]'"
+            ) from None
+        return RedisStreamStore(url)
+    raise UsageError(f"--stream-store must be 'memory' or a redis:// URL, not {url!r}")
+
+
+def _run_server(server: Server) -> int:
     try:
         status = asyncio.run(server.serve_until_signalled())
     except OSError as error:
@@ -285,12 +415,20 @@ def _client(args: argparse.Namespace, **options: Any) -> Client:
         if not separator or not key.strip():
             raise UsageError(f"header {header!r} is not 'KEY: VALUE'")
         metadata.append((key.strip().lower(), value.strip()))
-    credentials = None
-    if args.tls or args.ca:
-        credentials = grpc.ssl_channel_credentials(args.ca.read_bytes() if args.ca else None)
-    return Client(
-        args.target, credentials=credentials, timeout=args.timeout, metadata=metadata, **options
-    )
+    tls = None
+    if bool(args.cert) != bool(args.key):
+        raise UsageError("--cert and --key go together")
+    if args.tls or args.ca or args.cert or args.server_name:
+        tls = _read_tls(ClientTLS.from_files, args.ca, args.cert, args.key, args.server_name)
+    return Client(args.target, tls=tls, timeout=args.timeout, metadata=metadata, **options)
+
+
+def _read_tls(load: Callable[..., _TLS], *arguments: Any) -> _TLS:
+    """``ServerTLS`` / ``ClientTLS.from_files``, an unreadable file being a usage error."""
+    try:
+        return load(*arguments)
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from None
 
 
 def _read_input(argument: str | None) -> Any:

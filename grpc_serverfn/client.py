@@ -13,6 +13,8 @@ over ``_client_core``, which does everything else.
 
 Leaving the loop early, or the ``with`` block of a stream, cancels the call. A call that ends
 with an error raises a ``ServerFnError`` subclass, after every chunk received before it.
+``tls=ClientTLS(ca=..., certificate_chain=..., private_key=...)`` connects over TLS (mutual TLS
+with a client certificate).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._client_core import (
     BaseClient,
     Batch,
+    ErrorMapper,
     FunctionInfo,
     MetadataLike,
     decode_chunk,
@@ -49,10 +52,11 @@ class ChunkStream(Iterator[Any]):
     Dropping the stream (breaking out of ``for client.invoke(...)``) cancels the call.
     """
 
-    __slots__ = ("_call", "_pending")
+    __slots__ = ("_call", "_error", "_pending")
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, error: ErrorMapper = error_from_rpc_error) -> None:
         self._call = call
+        self._error = error
         self._pending: collections.deque[Any] | None = None  # the rest of a coalesced batch
 
     def __next__(self) -> Any:
@@ -63,7 +67,7 @@ class ChunkStream(Iterator[Any]):
         try:
             message = next(self._call)
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
@@ -104,10 +108,11 @@ class AsyncChunkStream(AsyncIterator[Any]):
     Dropping the stream (breaking out of ``async for``) cancels the call.
     """
 
-    __slots__ = ("_call", "_messages", "_pending")
+    __slots__ = ("_call", "_error", "_messages", "_pending")
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, error: ErrorMapper = error_from_rpc_error) -> None:
         self._call = call
+        self._error = error
         self._messages = call.__aiter__()
         self._pending: collections.deque[Any] | None = None
 
@@ -121,7 +126,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
         try:
             message = await self._messages.__anext__()
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
@@ -161,10 +166,11 @@ def _cancel_if_running(stream: ChunkStream | AsyncChunkStream) -> None:
 class Client(BaseClient):
     """A blocking client over one channel; use it as a context manager, or ``close()`` it.
 
-    ``Client(target, credentials=None, timeout=None, metadata=None, options=(),
-    encoding="json", coalesce=True)``: client-wide ``timeout`` and ``metadata`` apply to every
-    call; ``coalesce`` lets the server pack chunks that pile up into one message (the client
-    unpacks them, so each chunk is still yielded on its own).
+    ``Client(target, tls=None, credentials=None, timeout=None, metadata=None, options=(),
+    encoding="json", coalesce=True)``: ``tls`` (a ``ClientTLS``) or raw grpc ``credentials``
+    connect over TLS; client-wide ``timeout`` and ``metadata`` apply to every call; ``coalesce``
+    lets the server pack chunks that pile up into one message (the client unpacks them, so each
+    chunk is still yielded on its own).
     """
 
     def _open(self) -> None:
@@ -187,7 +193,8 @@ class Client(BaseClient):
     ) -> ChunkStream:
         """Call ``function`` with ``data`` (None: no input) and stream its chunks."""
         request = self._invoke_request(function, data)
-        return ChunkStream(self._stub.Invoke(request, **self._call_options(timeout, metadata)))
+        call = self._stub.Invoke(request, **self._call_options(timeout, metadata))
+        return ChunkStream(call, self._error)
 
     def call(
         self,
@@ -212,7 +219,7 @@ class Client(BaseClient):
         try:
             response = self._stub.ListFunctions(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         return function_infos(response)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
@@ -221,7 +228,7 @@ class Client(BaseClient):
         try:
             response = self._health.Check(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         return health_status(response)
 
     def close(self) -> None:
@@ -282,7 +289,7 @@ class AsyncClient(BaseClient):
         """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks."""
         request = self._invoke_request(function, data)
         call = self._connect().Invoke(request, **self._call_options(timeout, metadata))
-        return AsyncChunkStream(call)
+        return AsyncChunkStream(call, self._error)
 
     async def call(
         self,
@@ -309,7 +316,7 @@ class AsyncClient(BaseClient):
                 request, **self._call_options(timeout, None)
             )
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         return function_infos(response)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
@@ -319,7 +326,7 @@ class AsyncClient(BaseClient):
         try:
             response = await self._health.Check(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
-            raise error_from_rpc_error(error) from None
+            raise self._error(error) from None
         return health_status(response)
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""What a handler may ask about its call: metadata, peer, deadline, cancellation, trailers.
+"""What a handler may ask about its call: metadata, peer, caller, deadline, cancellation, trailers.
 
 A handler receives a ``Context`` by declaring a ``ctx`` parameter. It is safe to use from the
 worker thread that runs a sync handler, so a blocking loop can stop when ``ctx.cancelled``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,9 +60,10 @@ class Context:
     __slots__ = (
         "_cancelled",
         "_deadline",
+        "_identify",
+        "_identity",
         "_trailing_metadata",
         "function",
-        "identity",
         "metadata",
         "peer",
     )
@@ -73,6 +74,7 @@ class Context:
         metadata: Metadata,
         peer: str,
         time_remaining: float | None,
+        identify: Callable[[], Identity | None] | None = None,
     ) -> None:
         self.function = function
         """The name of the server function being called."""
@@ -83,14 +85,37 @@ class Context:
         self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
         self._cancelled = threading.Event()
         self._trailing_metadata: list[tuple[str, MetadataValue]] = []
-        self.identity: Identity | None = None
-        """Who is calling, once an auth middleware (``bearer_auth``) has established it."""
+        self._identity: Identity | None = None
+        # Looked up on first read only, so calls whose handlers never ask pay nothing for it.
+        self._identify = identify
 
     @classmethod
-    def from_grpc(cls, function: str, context: grpc.aio.ServicerContext[Any, Any]) -> Context:
-        """Capture what the handler may need from a grpc.aio servicer context."""
+    def from_grpc(
+        cls,
+        function: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        identify: Callable[[], Identity | None] | None = None,
+    ) -> Context:
+        """Capture what the handler may need from a grpc.aio servicer context; ``identify``
+        finds the caller's identity from the transport (a verified client certificate)."""
         metadata = Metadata([(key, value) for key, value in context.invocation_metadata() or ()])
-        return cls(function, metadata, context.peer(), context.time_remaining())
+        return cls(function, metadata, context.peer(), context.time_remaining(), identify)
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who is calling: the identity an auth middleware (``bearer_auth``) set, else, on a
+        server that requires client certificates (mutual TLS), the certificate's subject;
+        None when neither says."""
+        identity = self._identity
+        if identity is None and self._identify is not None:
+            identify, self._identify = self._identify, None
+            identity = self._identity = identify()
+        return identity
+
+    @identity.setter
+    def identity(self, identity: Identity | None) -> None:
+        self._identity = identity
+        self._identify = None  # what a middleware established wins over the transport's
 
     def time_remaining(self) -> float | None:
         """Seconds left before the caller's deadline, or None when it set none."""

@@ -18,6 +18,7 @@ before the input is validated. For checks that must also cover ``ListFunctions``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +26,9 @@ from typing import Any, Protocol
 from .context import Context
 from .registry import ServerFunction
 
-__all__ = ["Call", "CallNext", "Middleware", "build_chain"]
+__all__ = ["Call", "CallNext", "Middleware", "build_chain", "close_opened"]
+
+logger = logging.getLogger("grpc_serverfn.server")
 
 
 @dataclass(slots=True)
@@ -77,3 +80,16 @@ def _tracked(open_stream: CallNext) -> CallNext:
         return stream
 
     return open_and_track
+
+
+async def close_opened(call: Call) -> None:
+    """Close every stream opened for ``call``, outermost first (closing a middleware's
+    generator leaves the stream it iterated open); a cleanup that raises is logged."""
+    for stream in call.opened:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except Exception:
+            logger.exception("cleanup of server function %r raised", call.function.name)

@@ -7,6 +7,7 @@ call's ``Context``. Nothing about a function is inspected again per call.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import re
@@ -77,6 +78,8 @@ class ServerFunction:
     output_schema: dict[str, Any] | None = field(default=None)
     required_roles: frozenset[str] = field(default=frozenset())
     """Roles a caller must have; enforced by an auth middleware such as ``bearer_auth``."""
+    resumable: bool = False
+    """Calls are resumable streams: stored as produced, the producer detached from the caller."""
 
     @property
     def streaming(self) -> bool:
@@ -144,6 +147,7 @@ class Registry:
         description: str | None = None,
         validator: Any = None,
         require_roles: Iterable[str] = (),
+        resumable: bool = False,
     ) -> Callable[[F], F]: ...
 
     def server_fn(
@@ -156,13 +160,16 @@ class Registry:
         description: str | None = None,
         validator: Any = None,
         require_roles: Iterable[str] = (),
+        resumable: bool = False,
     ) -> Any:
         """Register a function; use bare (``@fns.server_fn``) or with options.
 
         ``name`` defaults to the function's ``__name__``, ``description`` to its docstring;
         ``validator`` overrides the ``data`` parameter's annotation; ``require_roles`` names
-        roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``). The function
-        is returned unchanged, so it stays callable in tests.
+        roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``); ``resumable``
+        makes every call a stream that outlives a dropped connection and can be resumed (see
+        ``grpc_serverfn.resumable``). The function is returned unchanged, so it stays callable
+        in tests.
         """
 
         def register(fn: F) -> F:
@@ -173,6 +180,7 @@ class Registry:
                 description=description,
                 validator=validator,
                 require_roles=require_roles,
+                resumable=resumable,
             )
             return fn
 
@@ -187,10 +195,13 @@ class Registry:
         description: str | None = None,
         validator: Any = None,
         require_roles: Iterable[str] = (),
+        resumable: bool = False,
     ) -> ServerFunction:
         """Register ``fn`` (what the decorator does) and return its record."""
         self._check_not_frozen()
         record = _classify(fn, name, method, description, validator, frozenset(require_roles))
+        if resumable:
+            record = dataclasses.replace(record, resumable=True)
         if record.name in self._functions:
             raise ValueError(f"a server function named {record.name!r} is already registered")
         self._functions[record.name] = record

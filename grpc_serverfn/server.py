@@ -18,7 +18,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,21 @@ from grpc_reflection.v1alpha import reflection
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
+from .auth import Identity, certificate_identity
 from .concurrency import open_handler
 from .context import Context
-from .errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServerFnError
-from .middleware import Call, build_chain
+from .errors import (
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServerFnError,
+    Unavailable,
+)
+from .middleware import Call, build_chain, close_opened
 from .registry import NO_INPUT, Registry, ServerFunction
+from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION, ResumableStreams
+from .store import StreamStore
 from .streaming import (
     MAX_BATCH,
     CallEnded,
@@ -77,10 +87,14 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
         max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
+        verified_client_certificates: bool = False,
+        streams: ResumableStreams | None = None,
     ) -> None:
         registry.freeze()
         self._max_concurrent_calls = max_concurrent_calls
         self._max_input_depth = max_input_depth
+        # Only a server that verifies client certificates may take their subject as an identity.
+        self._certificates = verified_client_certificates
         # A chunk's message must fit the send limit, with room for its few framing bytes.
         self._max_chunk_bytes = max(1, max_message_bytes - 64)
         # A batch is bounded in characters; at up to 4 UTF-8 bytes each it stays under the limit.
@@ -94,6 +108,13 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.streams = (
+            streams
+            if streams is not None
+            else ResumableStreams(
+                max_chunk_bytes=self._max_chunk_bytes, max_batch_bytes=self._max_batch_bytes
+            )
+        )
 
     def _busy(self) -> ResourceExhausted:
         return ResourceExhausted(
@@ -117,8 +138,9 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         if isinstance(request, _Undecodable):
             _end_with(context, request.error(), ())
             return
+        resuming = request.HasField("resume")
         function = self._registry.get(request.function)
-        if function is None:
+        if function is None and not (resuming and not request.function):
             _end_with(context, _unknown_function(request.function), ())
             return
         if self._in_flight >= self._max_concurrent_calls:
@@ -128,7 +150,12 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self._drive(function, request, context)
+            if resuming:
+                await self._read_stream(request, context, request.resume.stream_id, function)
+            elif function is not None and function.resumable:
+                await self._start_stream(function, request, context)
+            elif function is not None:
+                await self._drive(function, request, context)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -140,7 +167,8 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
     ) -> None:
-        ctx = Context.from_grpc(function.name, context)
+        identify = _certificate_identifier(context) if self._certificates else None
+        ctx = Context.from_grpc(function.name, context, identify)
         call: Call | None = None
         error: ServerFnError | None = None
         try:
@@ -183,8 +211,76 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             error = Internal(f"server function {function.name!r} failed; see the server log")
         finally:
             if call is not None:
-                await _close_streams(call)
+                await close_opened(call)
         _end_with(context, error, ctx.trailing_metadata)
+
+    async def _start_stream(
+        self,
+        function: ServerFunction,
+        request: serverfn_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+    ) -> None:
+        identify = _certificate_identifier(context) if self._certificates else None
+        ctx = Context.from_grpc(function.name, context, identify)
+        try:
+            encoding_for(request)  # refused before a stream exists
+            call = Call(function, _decode_input(request, self._max_input_depth), ctx)
+            stream_id = await self.streams.start(call, self._chain)
+        except ServerFnError as error:
+            _end_with(context, error, ())
+            return
+        except Exception:
+            logger.exception("could not start a resumable stream of %r", function.name)
+            _end_with(context, _store_failed(), ())
+            return
+        await self._read_stream(request, context, stream_id, function, next_seq=0)
+
+    async def _read_stream(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+        stream_id: str,
+        function: ServerFunction | None,
+        *,
+        next_seq: int | None = None,
+    ) -> None:
+        """Serve a resumable stream from the store: a new call's, or one being resumed."""
+        error: ServerFnError | None
+        try:
+            error = await self.streams.serve(
+                stream_id,
+                request.resume.next_seq if next_seq is None else next_seq,
+                context,
+                encoding_for(request),
+                max(1, min(request.max_batch, MAX_BATCH)),
+                function=None if function is None else function.name,
+            )
+        except CallEnded:
+            return  # the reader went away; the producer runs on, its chunks stored
+        except ServerFnError as raised:
+            error = raised
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reading resumable stream %s failed", stream_id)
+            error = _store_failed()
+        _end_with(context, error, ())
+
+    async def CancelStream(  # noqa: N802 - the RPC's name
+        self,
+        request: serverfn_pb2.CancelStreamRequest,
+        context: grpc.aio.ServicerContext[
+            serverfn_pb2.CancelStreamRequest, serverfn_pb2.CancelStreamResponse
+        ],
+    ) -> serverfn_pb2.CancelStreamResponse:
+        try:
+            if isinstance(request, _Undecodable):
+                raise request.error()
+            running = await self.streams.cancel(request.stream_id)
+        except ServerFnError as error:
+            _end_with(context, error, ())
+            return serverfn_pb2.CancelStreamResponse()
+        return serverfn_pb2.CancelStreamResponse(was_running=running)
 
     async def ListFunctions(  # noqa: N802 - the RPC's name
         self,
@@ -197,6 +293,12 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             error = request.error()
             await context.abort(error.code, error.message)
         return self._function_list
+
+
+def _certificate_identifier(
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> Callable[[], Identity | None]:
+    return lambda: certificate_identity(context.auth_context())
 
 
 class _Undecodable:
@@ -220,9 +322,16 @@ def _tolerant_parser(message: type[Message]) -> Callable[[bytes], Any]:
         try:
             return message.FromString(data)
         except DecodeError as error:
-            return _Undecodable(name, str(error).rpartition(": ")[2] or "undecodable")
+            reason = str(error).rpartition(": ")[2]
+            return _Undecodable(name, _DECODE_REASONS.get(reason, reason) or "undecodable")
 
     return parse
+
+
+# upb's reasons read as plain English, except this one, which names its C option.
+_DECODE_REASONS = {
+    "Exceeded upb_DecodeOptions_MaxDepth": "messages nested more than protobuf's 100 levels"
+}
 
 
 def _handlers(servicer: ServerFunctionsServicer) -> grpc.GenericRpcHandler:
@@ -238,6 +347,11 @@ def _handlers(servicer: ServerFunctionsServicer) -> grpc.GenericRpcHandler:
                 servicer.ListFunctions,
                 request_deserializer=_tolerant_parser(serverfn_pb2.ListFunctionsRequest),
                 response_serializer=serverfn_pb2.ListFunctionsResponse.SerializeToString,
+            ),
+            "CancelStream": grpc.unary_unary_rpc_method_handler(
+                servicer.CancelStream,
+                request_deserializer=_tolerant_parser(serverfn_pb2.CancelStreamRequest),
+                response_serializer=serverfn_pb2.CancelStreamResponse.SerializeToString,
             ),
         },
     )
@@ -266,10 +380,16 @@ def _decode_input(request: serverfn_pb2.InvokeRequest, max_depth: int) -> Any:
     return data
 
 
+_ECHOED_NAME_CHARS = 100
+
+
 def _unknown_function(name: str) -> NotFound:
-    return NotFound(
-        f"unknown server function {name!r}; ListFunctions lists what this server offers"
-    )
+    # A name echoed in full could push the trailers past the client's metadata limit, which
+    # then reports RESOURCE_EXHAUSTED instead of this NOT_FOUND.
+    shown = repr(name[:_ECHOED_NAME_CHARS])
+    if len(name) > _ECHOED_NAME_CHARS:
+        shown += f" (cut from {len(name)} characters)"
+    return NotFound(f"unknown server function {shown}; ListFunctions lists what this server offers")
 
 
 def _end_with(
@@ -287,16 +407,8 @@ def _end_with(
     context.set_trailing_metadata((*trailing_metadata, *status.trailing_metadata))
 
 
-async def _close_streams(call: Call) -> None:
-    # Outermost first: closing a middleware's generator leaves the stream it iterated open.
-    for stream in call.opened:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is None:
-            continue
-        try:
-            await aclose()
-        except Exception:
-            logger.exception("cleanup of server function %r raised", call.function.name)
+def _store_failed() -> Unavailable:
+    return Unavailable("the server's stream store failed; see the server log")
 
 
 def _describe(function: ServerFunction) -> serverfn_pb2.FunctionInfo:
@@ -307,6 +419,7 @@ def _describe(function: ServerFunction) -> serverfn_pb2.FunctionInfo:
         method=_METHODS[function.method],
         takes_input=function.takes_input,
         input_required=function.input_required,
+        resumable=function.resumable,
     )
     if function.validator is not None:
         info.input_schema.CopyFrom(codec.dict_to_struct(function.validator.schema))
@@ -317,10 +430,11 @@ def _describe(function: ServerFunction) -> serverfn_pb2.FunctionInfo:
 
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
-    """Server TLS material (PEM). With ``client_ca`` set, clients must present a certificate."""
+    """Server TLS material (PEM). With ``client_ca`` set, clients must present a certificate
+    that CA signed (mutual TLS), and handlers find its subject in ``ctx.identity``."""
 
     certificate_chain: bytes
-    private_key: bytes
+    private_key: bytes = field(repr=False)
     client_ca: bytes | None = None
 
     @classmethod
@@ -363,6 +477,9 @@ class Server:
         max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
         max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
         grace: float = 10.0,
+        stream_store: StreamStore | None = None,
+        stream_idle_ttl: float = DEFAULT_IDLE_TTL,
+        stream_retention: float = DEFAULT_RETENTION,
         max_workers: int = 32,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         options: Sequence[tuple[str, Any]] = (),
@@ -379,6 +496,9 @@ class Server:
         self._max_input_depth = max_input_depth
         self._interceptors = tuple(interceptors)
         self._options = tuple(options)
+        self._stream_store = stream_store
+        self._stream_idle_ttl = stream_idle_ttl
+        self._stream_retention = stream_retention
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -411,6 +531,14 @@ class Server:
             max_message_bytes=self._max_message_bytes,
             max_concurrent_calls=self._max_concurrent_calls,
             max_input_depth=self._max_input_depth,
+            verified_client_certificates=self._tls is not None and self._tls.client_ca is not None,
+            streams=ResumableStreams(
+                self._stream_store,
+                idle_ttl=self._stream_idle_ttl,
+                retention=self._stream_retention,
+                max_chunk_bytes=max(1, self._max_message_bytes - 64),
+                max_batch_bytes=max(1, self._max_message_bytes // 4 - 1024),
+            ),
         )
         self._servicer = servicer
         server = grpc.aio.server(
@@ -418,8 +546,10 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.max_send_message_length", self._max_message_bytes),
-                ("grpc.so_reuseport", 0),
                 *self._options,
+                # After the caller's options: grpc takes the first of a repeated option, and
+                # worker processes (grpc_serverfn.workers) share their port with so_reuseport 1.
+                ("grpc.so_reuseport", 0),
             ],
         )
         server.add_generic_rpc_handlers((_handlers(servicer),))
@@ -460,7 +590,15 @@ class Server:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.grace if grace is None else grace)
+        grace = self.grace if grace is None else grace
+        if self._servicer is None:
+            await self._server.stop(grace)
+        else:
+            # Resumable streams' producers get the same grace, then end ABORTED.
+            streams = self._servicer.streams
+            await asyncio.gather(self._server.stop(grace), streams.wait_producers(grace))
+            await streams.stop_producing()
+            await streams.store.aclose()
         # grpc has cancelled what outlived the grace; let their cleanup (which may need a
         # worker thread to close a sync generator) finish before the threads go.
         if self._servicer is not None:

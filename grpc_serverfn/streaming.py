@@ -4,8 +4,9 @@ Every write waits until the transport has taken the message, so the handler is a
 as fast as the caller reads (backpressure). When the caller opts in (``max_batch`` > 1), the
 handler runs in a producer task while a write is in flight, and the chunks it produced
 meanwhile go out together as one ``ChunkBatch`` message. A chunk is never held back waiting
-for company: when no write is in flight, the next chunk is written at once. The producer is
-at most ``max_batch`` chunks ahead of the writer, and a batch stays under a byte bound.
+for company: when no write is in flight, the next chunk is written at once. The producer
+encodes each chunk as it comes and stops when it is ``max_batch`` chunks, or a batch's byte
+bound, ahead of the writer, so that big chunks pile up by bytes, not by count.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ __all__ = [
     "MAX_BATCH",
     "CallEnded",
     "Encoding",
+    "Write",
     "encoding_for",
     "in_own_task",
     "send_coalesced",
     "send_each",
     "stop",
+    "too_large",
+    "unencodable",
+    "write_or_end",
 ]
 
 logger = logging.getLogger("grpc_serverfn.server")
@@ -65,8 +70,9 @@ def encoding_for(request: serverfn_pb2.InvokeRequest) -> Encoding:
 
 def _json_chunk(value: Any, seq: int, limit: int) -> serverfn_pb2.Chunk:
     text = codec.encode_json(value)
-    if len(text) > limit:
-        raise _TooLarge(len(text))
+    # The limit is in bytes: text long enough to pass it at 4 bytes a character is measured.
+    if len(text) * 4 > limit and (size := len(text.encode())) > limit:
+        raise _TooLarge(size)
     return serverfn_pb2.Chunk(json=text, seq=seq)
 
 
@@ -92,7 +98,8 @@ def too_large(function: str, seq: int, size: int, limit: int) -> ResourceExhaust
     )
 
 
-async def _write(write: Write, message: serverfn_pb2.Chunk) -> None:
+async def write_or_end(write: Write, message: serverfn_pb2.Chunk) -> None:
+    """Write one message; CallEnded when the call is over."""
     try:
         await write(message)
     except asyncio.CancelledError:
@@ -190,7 +197,9 @@ async def send_coalesced(
     The handler runs in a producer task (so it can advance while a write is in flight); an
     error it raises reaches the caller after every chunk it produced before.
     """
-    buffer: collections.deque[Any] = collections.deque()
+    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes)
+    buffer: collections.deque[tuple[Any, int]] = collections.deque()  # payloads and sizes
+    buffered = 0  # the buffer's size, in the byte bound's units
     have_chunks = asyncio.Event()
     have_room = asyncio.Event()
     have_room.set()
@@ -198,12 +207,14 @@ async def send_coalesced(
     failure: Exception | None = None
 
     async def produce() -> None:
-        nonlocal finished, failure
+        nonlocal buffered, finished, failure
         try:
             async for value in chunks:
-                buffer.append(value)
+                payload = packer.encode(value)
+                buffer.append(payload)
+                buffered += payload[1]
                 have_chunks.set()
-                if len(buffer) >= max_batch:
+                if len(buffer) >= max_batch or buffered >= max_batch_bytes:
                     have_room.clear()
                     await have_room.wait()
         except Exception as error:  # delivered after the chunks before it
@@ -212,7 +223,6 @@ async def send_coalesced(
             finished = True
             have_chunks.set()
 
-    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes)
     producer = asyncio.create_task(produce())
     try:
         while True:
@@ -222,10 +232,11 @@ async def send_coalesced(
                 have_chunks.clear()
                 await have_chunks.wait()
                 continue
-            values = list(buffer)
+            payloads = list(buffer)
             buffer.clear()
+            buffered = 0
             have_room.set()
-            await packer.send(values)
+            await packer.send(payloads)
         if failure is not None:
             raise failure
     finally:
@@ -234,9 +245,18 @@ async def send_coalesced(
 
 
 class _Packer:
-    """Encodes runs of chunks into as few messages as the byte bound allows, and writes them."""
+    """Encodes chunks as they come; writes runs of them in as few messages as the byte bound
+    allows."""
 
-    __slots__ = ("_encoding", "_function", "_max_bytes", "_max_chunk_bytes", "_seq", "_write")
+    __slots__ = (
+        "_encoded",
+        "_encoding",
+        "_function",
+        "_max_bytes",
+        "_max_chunk_bytes",
+        "_seq",
+        "_write",
+    )
 
     def __init__(
         self, write: Write, encoding: Encoding, function: str, max_bytes: int, max_chunk_bytes: int
@@ -246,20 +266,24 @@ class _Packer:
         self._function = function
         self._max_bytes = max_bytes
         self._max_chunk_bytes = max_chunk_bytes
-        self._seq = 0
+        self._encoded = 0  # chunks encoded: the next one's seq
+        self._seq = 0  # chunks written
 
-    async def send(self, values: list[Any]) -> None:
+    def encode(self, value: Any) -> tuple[Any, int]:
+        """The chunk's payload and size; raises the error that ends the call if it cannot go."""
+        try:
+            payload, size = self._encode(value)
+        except codec.UnencodableValue as error:
+            raise unencodable(self._function, self._encoded, error) from None
+        if size > self._max_chunk_bytes:
+            raise too_large(self._function, self._encoded, size, self._max_chunk_bytes)
+        self._encoded += 1
+        return payload, size
+
+    async def send(self, payloads: list[tuple[Any, int]]) -> None:
         pending: list[Any] = []
         size = 0
-        for value in values:
-            try:
-                payload, payload_size = self._encode(value)
-            except codec.UnencodableValue as error:
-                await self._flush(pending)  # the chunks before it are still delivered
-                raise unencodable(self._function, self._seq, error) from None
-            if payload_size > self._max_chunk_bytes:
-                await self._flush(pending)
-                raise too_large(self._function, self._seq, payload_size, self._max_chunk_bytes)
+        for payload, payload_size in payloads:
             if pending and size + payload_size > self._max_bytes:
                 await self._flush(pending)
                 pending, size = [], 0
@@ -270,7 +294,11 @@ class _Packer:
     def _encode(self, value: Any) -> tuple[Any, int]:
         if self._encoding == "json":
             text = codec.encode_json(value)
-            return text, len(text)  # characters: the caller's bound allows 4 bytes for each
+            # Characters bound a batch (its bound allows 4 bytes each); bytes bound a chunk.
+            size = len(text)
+            if size * 4 > self._max_chunk_bytes:
+                size = len(text.encode())
+            return text, size
         encoded = codec.to_value(value)
         return encoded, encoded.ByteSize()
 
@@ -289,4 +317,4 @@ class _Packer:
         else:
             message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
         self._seq += len(payloads)
-        await _write(self._write, message)
+        await write_or_end(self._write, message)

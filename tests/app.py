@@ -338,3 +338,117 @@ async def wait_logged(data: Wait) -> AsyncIterator[int]:
         yield 1
     finally:
         logging.getLogger("tests.app").warning("cleaned up %s", data.probe)
+
+
+class Firehose(BaseModel):
+    probe: str
+    size: int = Field(default=64 * 1024, ge=16, le=1024 * 1024)
+
+
+GIBIBYTE = 1024**3
+
+
+def _firehose_chunk(i: int, size: int) -> str:
+    # A new string each time, as a real producer's would be: chunks queued anywhere in the
+    # server then cost their own memory, which is what the slow-reader test measures.
+    return f"{i:015d}".ljust(size, "x")
+
+
+@fns.server_fn
+async def firehose(data: Firehose) -> AsyncIterator[str]:
+    """Yield a gibibyte in chunks of `size` characters, as fast as they are taken."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        for i in range(GIBIBYTE // data.size):
+            chunk = _firehose_chunk(i, data.size)
+            record.produced += 1
+            yield chunk
+    finally:
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+def firehose_sync(data: Firehose) -> Iterator[str]:
+    """firehose from a sync generator (a worker thread)."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        for i in range(GIBIBYTE // data.size):
+            chunk = _firehose_chunk(i, data.size)
+            record.produced += 1
+            yield chunk
+    finally:
+        record.cleaned_up.set()
+
+
+class FirehoseProgress(TypedDict):
+    produced: int
+    cleaned_up: bool
+
+
+@fns.server_fn
+async def firehose_progress(data: str) -> FirehoseProgress:
+    """How many chunks a firehose call (by probe key) has produced, and whether it cleaned up:
+    for a test whose server runs in another process."""
+    record = probe(data)
+    return {"produced": record.produced, "cleaned_up": record.cleaned_up.is_set()}
+
+
+@fns.server_fn
+def whoami(ctx: Context) -> dict[str, Any] | None:
+    """Who the server says is calling (ctx.identity, read from a worker thread); None: nobody."""
+    identity = ctx.identity
+    if identity is None:
+        return None
+    return {"subject": identity.subject, "common_name": identity.claims.get("common_name")}
+
+
+@fns.server_fn
+def pid() -> int:
+    """The id of the process serving this call (which worker of `serve --workers N`)."""
+    import os  # here, so this stays an append to the module
+
+    return os.getpid()
+
+
+@fns.server_fn
+async def pid_then_wait(data: float) -> AsyncIterator[int]:
+    """Yield the serving process's id, wait `data` seconds, then yield it again."""
+    import os
+
+    yield os.getpid()
+    await asyncio.sleep(data)
+    yield os.getpid()
+
+
+class Ticks(BaseModel):
+    probe: str = ""
+    count: int = 5
+    seconds: float = 0.02
+    fail_at: int = -1
+
+
+@fns.server_fn(resumable=True)
+async def resumable_ticks(data: Ticks) -> AsyncIterator[dict[str, int]]:
+    """A resumable stream of `count` ticks, one every `seconds`, each naming the process that
+    produced it; fails at tick `fail_at`. Its cleanup is probed and logged."""
+    import os
+
+    record = probe(data.probe) if data.probe else None
+    if record is not None:
+        record.started.set()
+    try:
+        for i in range(data.count):
+            if i == data.fail_at:
+                raise FailedPrecondition(f"tick {i} failed on purpose")
+            yield {"tick": i, "pid": os.getpid()}
+            await asyncio.sleep(data.seconds)
+    except asyncio.CancelledError:
+        if record is not None:
+            record.cancelled_seen.set()
+        raise
+    finally:
+        if record is not None:
+            record.cleaned_up.set()
+        logging.getLogger("tests.app").warning("resumable cleaned up %s", data.probe)

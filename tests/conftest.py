@@ -21,6 +21,7 @@ from grpc_serverfn import ServerFnError
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2_grpc
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
+from tests.redis_server import running_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -166,3 +167,10 @@ def stub(server: RunningServer) -> Iterator[serverfn_pb2_grpc.ServerFunctionsStu
     """A plain grpcio stub, to see the wire messages themselves (seq numbers, encodings)."""
     with grpc.insecure_channel(server.target) as channel:
         yield serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free port for the whole session; its URL."""
+    with running_redis() as url:
+        yield url

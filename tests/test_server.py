@@ -257,7 +257,7 @@ def test_reflection_describes_the_serverfn_service(reflecting_server: RunningSer
     assert proto.package == "serverfn.v1"
     [service] = proto.service
     assert service.name == "ServerFunctions"
-    assert {method.name for method in service.method} == {"Invoke", "ListFunctions"}
+    assert {method.name for method in service.method} == {"Invoke", "ListFunctions", "CancelStream"}
     # Its dependency can be fetched too, as grpcurl does.
     dependency = file_descriptors(
         reflect(reflecting_server.target, file_by_filename="google/protobuf/struct.proto")

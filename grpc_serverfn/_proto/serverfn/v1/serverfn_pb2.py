@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aserverfn/v1/serverfn.proto\x12\x0bserverfn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9d\x01\n\rInvokeRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0e\n\x04json\x18\x02 \x01(\tH\x00\x12\'\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0e\x32\x15.serverfn.v1.Encoding\x12\x11\n\tmax_batch\x18\x05 \x01(\rB\x07\n\x05input\"\x82\x01\n\x05\x43hunk\x12\x0e\n\x04json\x18\x01 \x01(\tH\x00\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12(\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x17.serverfn.v1.ChunkBatchH\x00\x12\x0b\n\x03seq\x18\x03 \x01(\rB\t\n\x07payload\"B\n\nChunkBatch\x12\x0c\n\x04json\x18\x01 \x03(\t\x12&\n\x06values\x18\x02 \x03(\x0b\x32\x16.google.protobuf.Value\"\x16\n\x14ListFunctionsRequest\"E\n\x15ListFunctionsResponse\x12,\n\tfunctions\x18\x01 \x03(\x0b\x32\x19.serverfn.v1.FunctionInfo\"\xf5\x01\n\x0c\x46unctionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.serverfn.v1.Method\x12\x13\n\x0btakes_input\x18\x05 \x01(\x08\x12\x16\n\x0einput_required\x18\x06 \x01(\x08\x12-\n\x0cinput_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct*K\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JSON\x10\x01\x12\x12\n\x0e\x45NCODING_VALUE\x10\x02*A\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0e\n\nMETHOD_GET\x10\x01\x12\x0f\n\x0bMETHOD_POST\x10\x02\x32\xa5\x01\n\x0fServerFunctions\x12:\n\x06Invoke\x12\x1a.serverfn.v1.InvokeRequest\x1a\x12.serverfn.v1.Chunk0\x01\x12V\n\rListFunctions\x12!.serverfn.v1.ListFunctionsRequest\x1a\".serverfn.v1.ListFunctionsResponseBY\n\x0f\x64\x65v.serverfn.v1P\x01ZDgithub.com/grpc-serverfn/grpc-serverfn/gen/go/serverfn/v1;serverfnv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aserverfn/v1/serverfn.proto\x12\x0bserverfn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xc2\x01\n\rInvokeRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0e\n\x04json\x18\x02 \x01(\tH\x00\x12\'\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0e\x32\x15.serverfn.v1.Encoding\x12\x11\n\tmax_batch\x18\x05 \x01(\r\x12#\n\x06resume\x18\x06 \x01(\x0b\x32\x13.serverfn.v1.ResumeB\x07\n\x05input\"-\n\x06Resume\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08next_seq\x18\x02 \x01(\r\"(\n\x13\x43\x61ncelStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"+\n\x14\x43\x61ncelStreamResponse\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\"\x82\x01\n\x05\x43hunk\x12\x0e\n\x04json\x18\x01 \x01(\tH\x00\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12(\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x17.serverfn.v1.ChunkBatchH\x00\x12\x0b\n\x03seq\x18\x03 \x01(\rB\t\n\x07payload\"B\n\nChunkBatch\x12\x0c\n\x04json\x18\x01 \x03(\t\x12&\n\x06values\x18\x02 \x03(\x0b\x32\x16.google.protobuf.Value\"\x16\n\x14ListFunctionsRequest\"E\n\x15ListFunctionsResponse\x12,\n\tfunctions\x18\x01 \x03(\x0b\x32\x19.serverfn.v1.FunctionInfo\"\x88\x02\n\x0c\x46unctionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.serverfn.v1.Method\x12\x13\n\x0btakes_input\x18\x05 \x01(\x08\x12\x16\n\x0einput_required\x18\x06 \x01(\x08\x12-\n\x0cinput_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tresumable\x18\t \x01(\x08*K\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JSON\x10\x01\x12\x12\n\x0e\x45NCODING_VALUE\x10\x02*A\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0e\n\nMETHOD_GET\x10\x01\x12\x0f\n\x0bMETHOD_POST\x10\x02\x32\xfa\x01\n\x0fServerFunctions\x12:\n\x06Invoke\x12\x1a.serverfn.v1.InvokeRequest\x1a\x12.serverfn.v1.Chunk0\x01\x12V\n\rListFunctions\x12!.serverfn.v1.ListFunctionsRequest\x1a\".serverfn.v1.ListFunctionsResponse\x12S\n\x0c\x43\x61ncelStream\x12 .serverfn.v1.CancelStreamRequest\x1a!.serverfn.v1.CancelStreamResponseBY\n\x0f\x64\x65v.serverfn.v1P\x01ZDgithub.com/grpc-serverfn/grpc-serverfn/gen/go/serverfn/v1;serverfnv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +33,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serverfn.v1.serverfn_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.serverfn.v1P\001ZDgithub.com/grpc-serverfn/grpc-serverfn/gen/go/serverfn/v1;serverfnv1'
-  _globals['_ENCODING']._serialized_start=777
-  _globals['_ENCODING']._serialized_end=852
-  _globals['_METHOD']._serialized_start=854
-  _globals['_METHOD']._serialized_end=919
+  _globals['_ENCODING']._serialized_start=967
+  _globals['_ENCODING']._serialized_end=1042
+  _globals['_METHOD']._serialized_start=1044
+  _globals['_METHOD']._serialized_end=1109
   _globals['_INVOKEREQUEST']._serialized_start=74
-  _globals['_INVOKEREQUEST']._serialized_end=231
-  _globals['_CHUNK']._serialized_start=234
-  _globals['_CHUNK']._serialized_end=364
-  _globals['_CHUNKBATCH']._serialized_start=366
-  _globals['_CHUNKBATCH']._serialized_end=432
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=434
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=456
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=458
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=527
-  _globals['_FUNCTIONINFO']._serialized_start=530
-  _globals['_FUNCTIONINFO']._serialized_end=775
-  _globals['_SERVERFUNCTIONS']._serialized_start=922
-  _globals['_SERVERFUNCTIONS']._serialized_end=1087
+  _globals['_INVOKEREQUEST']._serialized_end=268
+  _globals['_RESUME']._serialized_start=270
+  _globals['_RESUME']._serialized_end=315
+  _globals['_CANCELSTREAMREQUEST']._serialized_start=317
+  _globals['_CANCELSTREAMREQUEST']._serialized_end=357
+  _globals['_CANCELSTREAMRESPONSE']._serialized_start=359
+  _globals['_CANCELSTREAMRESPONSE']._serialized_end=402
+  _globals['_CHUNK']._serialized_start=405
+  _globals['_CHUNK']._serialized_end=535
+  _globals['_CHUNKBATCH']._serialized_start=537
+  _globals['_CHUNKBATCH']._serialized_end=603
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=605
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=627
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=629
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=698
+  _globals['_FUNCTIONINFO']._serialized_start=701
+  _globals['_FUNCTIONINFO']._serialized_end=965
+  _globals['_SERVERFUNCTIONS']._serialized_start=1112
+  _globals['_SERVERFUNCTIONS']._serialized_end=1362
 # @@protoc_insertion_point(module_scope)

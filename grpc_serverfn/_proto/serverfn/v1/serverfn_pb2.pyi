@@ -27,18 +27,40 @@ METHOD_GET: Method
 METHOD_POST: Method
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("function", "json", "value", "accept", "max_batch")
+    __slots__ = ("function", "json", "value", "accept", "max_batch", "resume")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     function: str
     json: str
     value: _struct_pb2.Value
     accept: Encoding
     max_batch: int
-    def __init__(self, function: _Optional[str] = ..., json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., accept: _Optional[_Union[Encoding, str]] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    resume: Resume
+    def __init__(self, function: _Optional[str] = ..., json: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., accept: _Optional[_Union[Encoding, str]] = ..., max_batch: _Optional[int] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+
+class Resume(_message.Message):
+    __slots__ = ("stream_id", "next_seq")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    next_seq: int
+    def __init__(self, stream_id: _Optional[str] = ..., next_seq: _Optional[int] = ...) -> None: ...
+
+class CancelStreamRequest(_message.Message):
+    __slots__ = ("stream_id",)
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
+
+class CancelStreamResponse(_message.Message):
+    __slots__ = ("was_running",)
+    WAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    was_running: bool
+    def __init__(self, was_running: _Optional[bool] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("json", "value", "batch", "seq")
@@ -71,7 +93,7 @@ class ListFunctionsResponse(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[_Union[FunctionInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionInfo(_message.Message):
-    __slots__ = ("name", "description", "streaming", "method", "takes_input", "input_required", "input_schema", "output_schema")
+    __slots__ = ("name", "description", "streaming", "method", "takes_input", "input_required", "input_schema", "output_schema", "resumable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STREAMING_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +102,7 @@ class FunctionInfo(_message.Message):
     INPUT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     INPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     streaming: bool
@@ -88,4 +111,5 @@ class FunctionInfo(_message.Message):
     input_required: bool
     input_schema: _struct_pb2.Struct
     output_schema: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., streaming: _Optional[bool] = ..., method: _Optional[_Union[Method, str]] = ..., takes_input: _Optional[bool] = ..., input_required: _Optional[bool] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    resumable: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., streaming: _Optional[bool] = ..., method: _Optional[_Union[Method, str]] = ..., takes_input: _Optional[bool] = ..., input_required: _Optional[bool] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resumable: _Optional[bool] = ...) -> None: ...

@@ -45,6 +45,11 @@ class ServerFunctionsStub:
                 request_serializer=serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsRequest.SerializeToString,
                 response_deserializer=serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsResponse.FromString,
                 _registered_method=True)
+        self.CancelStream = channel.unary_unary(
+                '/serverfn.v1.ServerFunctions/CancelStream',
+                request_serializer=serverfn_dot_v1_dot_serverfn__pb2.CancelStreamRequest.SerializeToString,
+                response_deserializer=serverfn_dot_v1_dot_serverfn__pb2.CancelStreamResponse.FromString,
+                _registered_method=True)
 
 
 class ServerFunctionsServicer:
@@ -69,6 +74,15 @@ class ServerFunctionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelStream(self, request, context):
+        """Stops the producer of a resumable stream, on whichever server runs it
+        (servers sharing a stream store see the request). Readers of the stream
+        then end with CANCELLED. NOT_FOUND when the stream is unknown or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServerFunctionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +95,11 @@ def add_ServerFunctionsServicer_to_server(servicer, server):
                     servicer.ListFunctions,
                     request_deserializer=serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsRequest.FromString,
                     response_serializer=serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsResponse.SerializeToString,
+            ),
+            'CancelStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelStream,
+                    request_deserializer=serverfn_dot_v1_dot_serverfn__pb2.CancelStreamRequest.FromString,
+                    response_serializer=serverfn_dot_v1_dot_serverfn__pb2.CancelStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +157,33 @@ class ServerFunctions:
             '/serverfn.v1.ServerFunctions/ListFunctions',
             serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsRequest.SerializeToString,
             serverfn_dot_v1_dot_serverfn__pb2.ListFunctionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serverfn.v1.ServerFunctions/CancelStream',
+            serverfn_dot_v1_dot_serverfn__pb2.CancelStreamRequest.SerializeToString,
+            serverfn_dot_v1_dot_serverfn__pb2.CancelStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

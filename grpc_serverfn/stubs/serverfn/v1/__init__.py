@@ -96,6 +96,51 @@ class InvokeRequest(betterproto.Message):
      smaller limit (and bounds a batch's size in bytes).
     """
 
+    resume: "Resume" = betterproto.message_field(6)
+    """
+    Resume a resumable stream instead of starting a call: the server replays
+     the stream's chunks from `resume.next_seq` on and continues live, then ends
+     with the stream's own status. `function` may be empty; when set, it must
+     name the stream's function. The input fields are ignored. An unknown or
+     expired stream ends the call with NOT_FOUND.
+    """
+
+
+@dataclass(eq=False, repr=False)
+class Resume(betterproto.Message):
+    """Where to pick a resumable stream up again."""
+
+    stream_id: str = betterproto.string_field(1)
+    """
+    The stream's id, as the call that started it announced it in its initial
+     metadata (key `serverfn-stream-id`).
+    """
+
+    next_seq: int = betterproto.uint32_field(2)
+    """
+    The sequence number of the first chunk wanted: the number of chunks the
+     caller already has (0 replays the stream from the start).
+    """
+
+
+@dataclass(eq=False, repr=False)
+class CancelStreamRequest(betterproto.Message):
+    """Which resumable stream to stop."""
+
+    stream_id: str = betterproto.string_field(1)
+    """The stream's id (see Resume.stream_id)."""
+
+
+@dataclass(eq=False, repr=False)
+class CancelStreamResponse(betterproto.Message):
+    """The outcome of CancelStream."""
+
+    was_running: bool = betterproto.bool_field(1)
+    """
+    True when the stream was still being produced and is now being stopped;
+     false when it had already ended (its stored chunks stay until they expire).
+    """
+
 
 @dataclass(eq=False, repr=False)
 class Chunk(betterproto.Message):
@@ -119,7 +164,9 @@ class Chunk(betterproto.Message):
     seq: int = betterproto.uint32_field(3)
     """
     The position of this chunk in the call's stream, counting from 0 (for a
-     batch, the position of its first chunk).
+     batch, the position of its first chunk). For a resumable stream it is the
+     position in the stream, so a resumed call's first chunk has seq
+     Resume.next_seq.
      (32 bits so that proto3 JSON, as grpcurl prints it, shows a number rather
      than a string; like every zero value, seq 0 is omitted from that JSON.)
     """
@@ -198,6 +245,13 @@ class FunctionInfo(betterproto.Message):
      unset when it is not known.
     """
 
+    resumable: bool = betterproto.bool_field(9)
+    """
+    True when the function's calls are resumable streams: the first response
+     metadata carries `serverfn-stream-id`, the producer outlives a dropped
+     connection, and InvokeRequest.resume picks the stream up again.
+    """
+
 
 class ServerFunctionsStub(betterproto.ServiceStub):
     async def invoke(
@@ -235,6 +289,23 @@ class ServerFunctionsStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def cancel_stream(
+        self,
+        cancel_stream_request: "CancelStreamRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "CancelStreamResponse":
+        return await self._unary_unary(
+            "/serverfn.v1.ServerFunctions/CancelStream",
+            cancel_stream_request,
+            CancelStreamResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ServerFunctionsBase(ServiceBase):
 
@@ -245,6 +316,11 @@ class ServerFunctionsBase(ServiceBase):
     async def list_functions(
         self, list_functions_request: "ListFunctionsRequest"
     ) -> "ListFunctionsResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def cancel_stream(
+        self, cancel_stream_request: "CancelStreamRequest"
+    ) -> "CancelStreamResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_invoke(
@@ -265,6 +341,13 @@ class ServerFunctionsBase(ServiceBase):
         response = await self.list_functions(request)
         await stream.send_message(response)
 
+    async def __rpc_cancel_stream(
+        self, stream: "grpclib.server.Stream[CancelStreamRequest, CancelStreamResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.cancel_stream(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/serverfn.v1.ServerFunctions/Invoke": grpclib.const.Handler(
@@ -278,5 +361,11 @@ class ServerFunctionsBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListFunctionsRequest,
                 ListFunctionsResponse,
+            ),
+            "/serverfn.v1.ServerFunctions/CancelStream": grpclib.const.Handler(
+                self.__rpc_cancel_stream,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CancelStreamRequest,
+                CancelStreamResponse,
             ),
         }
