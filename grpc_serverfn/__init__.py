@@ -4,7 +4,7 @@ Decorate functions on a ``Registry``, serve it (``grpc-serverfn serve app:fns``)
 from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or from grpcurl.
 """
 
-from ._client_core import ClientTLS, FunctionInfo
+from ._client_core import ClientTLS, FunctionInfo, ResumePolicy
 from ._version import __version__
 from .auth import Identity, bearer_auth
 from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
@@ -30,6 +30,7 @@ from .errors import (
 from .middleware import Call, CallNext, Middleware
 from .registry import NO_INPUT, Kind, Registry, ServerFunction
 from .server import Server, ServerTLS, serve
+from .store import MemoryStreamStore, StreamStore
 
 __all__ = [
     "NO_INPUT",
@@ -52,6 +53,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "Kind",
+    "MemoryStreamStore",
     "Metadata",
     "Middleware",
     "NotFound",
@@ -59,10 +61,12 @@ __all__ = [
     "PermissionDenied",
     "Registry",
     "ResourceExhausted",
+    "ResumePolicy",
     "Server",
     "ServerFnError",
     "ServerFunction",
     "ServerTLS",
+    "StreamStore",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

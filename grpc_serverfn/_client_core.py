@@ -5,6 +5,7 @@ into an error (a failed TLS connection with a hint at its likely cause).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from .errors import ServerFnError, Unavailable, error_from_status
 __all__ = [
     "BaseClient",
     "ClientTLS",
+    "ResumePolicy",
+    "Resumer",
     "FunctionInfo",
     "MetadataLike",
     "build_request",
@@ -33,6 +36,9 @@ __all__ = [
 
 MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 Encoding = codec.Encoding
+
+STREAM_ID_METADATA_KEY = "serverfn-stream-id"
+"""The initial-metadata key under which a resumable call announces its stream id."""
 
 COALESCE_MAX_BATCH = 1024
 """How many chunks the clients accept packed into one message when coalescing (the default)."""
@@ -116,6 +122,27 @@ class ClientTLS:
         return [("grpc.ssl_target_name_override", self.server_name)]
 
 
+@dataclass(frozen=True, slots=True)
+class ResumePolicy:
+    """How the clients pick a resumable stream up again when its connection drops (the call
+    fails with UNAVAILABLE): up to ``attempts`` resumes per stream, waiting ``backoff`` seconds
+    before the first and twice as long before each next one, at most ``max_backoff``; each
+    attempt waits up to ``connect_timeout`` seconds for a server to accept the connection (a
+    replica restarting, a load balancer moving the stream elsewhere)."""
+
+    attempts: int = 5
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    connect_timeout: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before resume number ``attempt`` (counting from 1)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+
+DEFAULT_RESUME = ResumePolicy()
+
+
 class BaseClient:
     """What ``Client`` and ``AsyncClient`` share: configuration, and building every request.
 
@@ -133,6 +160,8 @@ class BaseClient:
         options: Iterable[tuple[str, Any]] = (),
         encoding: Encoding = "json",
         coalesce: bool = True,
+        resume: ResumePolicy | None = DEFAULT_RESUME,
+        channels: int = 1,
     ) -> None:
         if encoding not in _ACCEPT:
             raise ValueError(f"encoding must be 'json' or 'value', not {encoding!r}")
@@ -151,10 +180,20 @@ class BaseClient:
         self._metadata = _metadata_items(metadata)
         self._encoding: Encoding = encoding
         self._max_batch = COALESCE_MAX_BATCH if coalesce else 0
+        self._resume = resume
+        if channels < 1:
+            raise ValueError(f"channels must be 1 or more, not {channels}")
+        self._channel_count = channels
         self._channel_options = [
             ("grpc.primary_user_agent", f"grpc-serverfn-python/{__version__}"),
             *options,
+            # After the caller's options (grpc takes the first of a repeated one): spread calls
+            # over every address a target resolves to (dns:///service, ipv4:a:p,b:p).
+            ("grpc.lb_policy_name", "round_robin"),
         ]
+        if channels > 1:
+            # Channels share connections unless each keeps its own subchannels.
+            self._channel_options.append(("grpc.use_local_subchannel_pool", 1))
         self._open()
 
     def _open(self) -> None:
@@ -173,6 +212,20 @@ class BaseClient:
     def _invoke_request(self, function: str, data: Any) -> serverfn_pb2.InvokeRequest:
         return build_request(function, data, self._encoding, self._max_batch)
 
+    def _resume_request(
+        self, stream_id: str, next_seq: int, function: str
+    ) -> serverfn_pb2.InvokeRequest:
+        request = build_request(function, None, self._encoding, self._max_batch)
+        request.resume.stream_id = stream_id
+        request.resume.next_seq = next_seq
+        return request
+
+    def _resumer(
+        self, request: serverfn_pb2.InvokeRequest, timeout: float | None
+    ) -> Resumer | None:
+        timeout = self._timeout if timeout is None else timeout
+        return None if self._resume is None else Resumer(self._resume, request, timeout)
+
     def _error(self, error: _FailedCall) -> ServerFnError:
         """The ``ServerFnError`` for a failed call; a connection that failed the way a TLS
         mismatch makes it fail says what to check."""
@@ -182,6 +235,79 @@ class BaseClient:
             if hint is not None:
                 return Unavailable(f"cannot connect to {self.target}: {hint} (grpc: {details})")
         return error_from_rpc_error(error)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """The next call of a stream being resumed, and how long to wait before making it."""
+
+    request: serverfn_pb2.InvokeRequest
+    delay: float
+    timeout: float | None
+    connect_timeout: float
+
+
+class Resumer:
+    """Decides whether and how a failed stream resumes; the streams only do the I/O."""
+
+    __slots__ = ("_attempts", "_deadline", "_policy", "_request", "stream_id")
+
+    def __init__(
+        self, policy: ResumePolicy, request: serverfn_pb2.InvokeRequest, timeout: float | None
+    ) -> None:
+        self._policy = policy
+        self._request = request
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._attempts = 0
+        self.stream_id: str | None = None
+        """The stream's id, once the server announced one (resumable functions only)."""
+
+    def note_metadata(self, metadata: Any) -> str | None:
+        """Read the stream id from the call's initial metadata; the id (None: not resumable)."""
+        if self.stream_id is None:
+            self.stream_id = stream_id_of(metadata)
+        return self.stream_id
+
+    def plan(self, code: grpc.StatusCode, last: serverfn_pb2.Chunk | None) -> ResumePlan | None:
+        """The resume to try after a call failed with ``code``, or None to raise the error.
+        ``last`` is the last message received (on any of the stream's calls)."""
+        if code is not grpc.StatusCode.UNAVAILABLE or self.stream_id is None:
+            return None
+        if self._attempts >= self._policy.attempts:
+            return None
+        timeout = None
+        if self._deadline is not None:
+            timeout = self._deadline - time.monotonic()
+            if timeout <= 0:
+                return None
+        self._attempts += 1
+        request = serverfn_pb2.InvokeRequest(
+            function=self._request.function,
+            accept=self._request.accept,
+            max_batch=self._request.max_batch,
+            resume=serverfn_pb2.Resume(stream_id=self.stream_id, next_seq=next_seq_after(last)),
+        )
+        connect_timeout = self._policy.connect_timeout
+        if timeout is not None:
+            connect_timeout = min(connect_timeout, timeout)
+        return ResumePlan(request, self._policy.delay(self._attempts), timeout, connect_timeout)
+
+
+def stream_id_of(metadata: Any) -> str | None:
+    """The ``serverfn-stream-id`` a resumable call announces in its initial metadata."""
+    for key, value in metadata or ():
+        if key == STREAM_ID_METADATA_KEY:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def next_seq_after(message: serverfn_pb2.Chunk | None) -> int:
+    """The sequence number of the chunk after those ``message`` carries (0: none yet)."""
+    if message is None:
+        return 0
+    if message.WhichOneof("payload") == "batch":
+        return message.seq + len(message.batch.json) + len(message.batch.values)
+    return message.seq + 1
 
 
 def _metadata_items(metadata: MetadataLike | None) -> tuple[tuple[str, str | bytes], ...]:
@@ -292,7 +418,8 @@ def connection_hint(details: str, security: Security) -> str | None:
     """What to check when a connection failed with these details, or None when they do not
     look like a TLS mismatch (e.g. a refused connection)."""
     lowered = details.lower()
-    if "failed to connect" not in lowered:
+    # pick_first and round_robin's words for "no connection could be made".
+    if "failed to connect" not in lowered and "connections to all backends failing" not in lowered:
         return None  # the connection was up: whatever ended the call, it was not the handshake
     for needles, securities, hint in _HINTS:
         if security in securities and any(needle in lowered for needle in needles):

@@ -19,8 +19,11 @@ with a client certificate).
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterator
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -34,11 +37,13 @@ from ._client_core import (
     ErrorMapper,
     FunctionInfo,
     MetadataLike,
+    Resumer,
     decode_chunk,
     error_from_rpc_error,
     function_infos,
     health_status,
     no_chunk,
+    stream_id_of,
     too_many_chunks,
 )
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
@@ -52,12 +57,34 @@ class ChunkStream(Iterator[Any]):
     Dropping the stream (breaking out of ``for client.invoke(...)``) cancels the call.
     """
 
-    __slots__ = ("_call", "_error", "_pending")
+    __slots__ = (
+        "_call",
+        "_channel",
+        "_error",
+        "_invoke",
+        "_last",
+        "_metadata",
+        "_pending",
+        "_resumer",
+    )
 
-    def __init__(self, call: Any, error: ErrorMapper = error_from_rpc_error) -> None:
+    def __init__(
+        self,
+        call: Any,
+        error: ErrorMapper = error_from_rpc_error,
+        resumer: Resumer | None = None,
+        invoke: Any = None,
+        metadata: Any = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
         self._call = call
         self._error = error
         self._pending: collections.deque[Any] | None = None  # the rest of a coalesced batch
+        self._last: serverfn_pb2.Chunk | None = None  # where a resume starts from
+        self._resumer = resumer
+        self._invoke = invoke  # the stub method, to resume with
+        self._metadata = metadata
+        self._channel = channel  # to wait on for a connection before resuming
 
     def __next__(self) -> Any:
         # The per-chunk path: no generator layer, batches unpacked in place.
@@ -67,12 +94,34 @@ class ChunkStream(Iterator[Any]):
         try:
             message = next(self._call)
         except grpc.RpcError as error:
-            raise self._error(error) from None
+            message = self._resume_after(error)
+        self._last = message
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
             return pending.popleft()
         return value
+
+    def _resume_after(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
+        """The next message of a resumable stream whose call failed, from a resumed call (tried
+        again while the policy allows), or the call's error raised."""
+        resumer = self._resumer
+        while resumer is not None:
+            resumer.note_metadata(self._call.initial_metadata())
+            plan = resumer.plan(error.code(), self._last)
+            if plan is None:
+                break
+            time.sleep(plan.delay)
+            if self._channel is not None and not _ready(self._channel, plan.connect_timeout):
+                continue  # still no server: the next attempt, or the error
+            self._call = self._invoke(plan.request, timeout=plan.timeout, metadata=self._metadata)
+            try:
+                message: serverfn_pb2.Chunk = next(self._call)
+            except grpc.RpcError as again:
+                error = again
+                continue
+            return message
+        raise self._error(error) from None
 
     def __iter__(self) -> ChunkStream:
         return self
@@ -80,6 +129,14 @@ class ChunkStream(Iterator[Any]):
     def cancel(self) -> None:
         """Cancel the call (no effect once it has ended)."""
         self._call.cancel()
+
+    def stream_id(self) -> str | None:
+        """The id of a resumable function's stream (waits for the server's first response);
+        None for other functions. ``client.resume(stream_id, n)`` picks the stream up again."""
+        metadata = self._call.initial_metadata()
+        if self._resumer is not None:
+            return self._resumer.note_metadata(metadata)
+        return stream_id_of(metadata)
 
     def initial_metadata(self) -> Any:
         """The server's initial metadata (waits for it)."""
@@ -108,13 +165,36 @@ class AsyncChunkStream(AsyncIterator[Any]):
     Dropping the stream (breaking out of ``async for``) cancels the call.
     """
 
-    __slots__ = ("_call", "_error", "_messages", "_pending")
+    __slots__ = (
+        "_call",
+        "_channel",
+        "_error",
+        "_invoke",
+        "_last",
+        "_messages",
+        "_metadata",
+        "_pending",
+        "_resumer",
+    )
 
-    def __init__(self, call: Any, error: ErrorMapper = error_from_rpc_error) -> None:
+    def __init__(
+        self,
+        call: Any,
+        error: ErrorMapper = error_from_rpc_error,
+        resumer: Resumer | None = None,
+        invoke: Any = None,
+        metadata: Any = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
         self._call = call
         self._error = error
         self._messages = call.__aiter__()
         self._pending: collections.deque[Any] | None = None
+        self._last: serverfn_pb2.Chunk | None = None
+        self._resumer = resumer
+        self._invoke = invoke
+        self._metadata = metadata
+        self._channel = channel
 
     def __aiter__(self) -> AsyncChunkStream:
         return self
@@ -126,16 +206,48 @@ class AsyncChunkStream(AsyncIterator[Any]):
         try:
             message = await self._messages.__anext__()
         except grpc.RpcError as error:
-            raise self._error(error) from None
+            message = await self._resume_after(error)
+        self._last = message
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
             return pending.popleft()
         return value
 
+    async def _resume_after(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
+        """As ``ChunkStream._resume_after``, waiting without blocking the loop."""
+        resumer = self._resumer
+        while resumer is not None:
+            resumer.note_metadata(await self._call.initial_metadata())
+            plan = resumer.plan(error.code(), self._last)
+            if plan is None:
+                break
+            await asyncio.sleep(plan.delay)
+            if self._channel is not None and not await _ready_async(
+                self._channel, plan.connect_timeout
+            ):
+                continue
+            self._call = self._invoke(plan.request, timeout=plan.timeout, metadata=self._metadata)
+            self._messages = self._call.__aiter__()
+            try:
+                message: serverfn_pb2.Chunk = await self._messages.__anext__()
+            except grpc.RpcError as again:
+                error = again
+                continue
+            return message
+        raise self._error(error) from None
+
     def cancel(self) -> None:
         """Cancel the call (no effect once it has ended)."""
         self._call.cancel()
+
+    async def stream_id(self) -> str | None:
+        """The id of a resumable function's stream (waits for the server's first response);
+        None for other functions. ``client.resume(stream_id, n)`` picks the stream up again."""
+        metadata = await self._call.initial_metadata()
+        if self._resumer is not None:
+            return self._resumer.note_metadata(metadata)
+        return stream_id_of(metadata)
 
     async def initial_metadata(self) -> Any:
         return await self._call.initial_metadata()
@@ -156,6 +268,22 @@ class AsyncChunkStream(AsyncIterator[Any]):
         raise TypeError("AsyncClient streams are iterated with 'async for'; use Client for 'for'")
 
 
+def _ready(channel: grpc.Channel, timeout: float) -> bool:
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return False
+    return True
+
+
+async def _ready_async(channel: grpc.aio.Channel, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 def _cancel_if_running(stream: ChunkStream | AsyncChunkStream) -> None:
     # Runs when a stream is dropped (left early): cancel now, not when the GC gets to the call.
     call = getattr(stream, "_call", None)
@@ -174,14 +302,20 @@ class Client(BaseClient):
     """
 
     def _open(self) -> None:
-        self._channel = (
+        self._channels = [
             grpc.secure_channel(self.target, self._credentials, options=self._channel_options)
             if self._credentials is not None
             else grpc.insecure_channel(self.target, options=self._channel_options)
-        )
-        self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+            for _ in range(self._channel_count)
+        ]
+        self._stubs = [
+            serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
+            for channel in self._channels
+        ]
+        self._stub = self._stubs[0]
+        self._next_channel = itertools.cycle(zip(self._channels, self._stubs, strict=True)).__next__
         # typeshed's HealthStub declares no methods; the generated one has them.
-        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        self._health: Any = health_pb2_grpc.HealthStub(self._channels[0])
 
     def invoke(
         self,
@@ -191,10 +325,53 @@ class Client(BaseClient):
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> ChunkStream:
-        """Call ``function`` with ``data`` (None: no input) and stream its chunks."""
+        """Call ``function`` with ``data`` (None: no input) and stream its chunks.
+
+        A resumable function's stream resumes by itself when its connection drops (see
+        ``ResumePolicy``), so the loop sees every chunk once, in order.
+        """
         request = self._invoke_request(function, data)
-        call = self._stub.Invoke(request, **self._call_options(timeout, metadata))
-        return ChunkStream(call, self._error)
+        return self._stream(request, timeout, metadata, None)
+
+    def resume(
+        self,
+        stream_id: str,
+        next_seq: int = 0,
+        *,
+        function: str = "",
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ChunkStream:
+        """Pick a resumable stream up again from chunk ``next_seq`` (0: from the start), on
+        any server sharing its stream store; NotFound once it has expired."""
+        request = self._resume_request(stream_id, next_seq, function)
+        return self._stream(request, timeout, metadata, stream_id)
+
+    def _stream(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+        stream_id: str | None,
+    ) -> ChunkStream:
+        options = self._call_options(timeout, metadata)
+        channel, stub = self._next_channel()
+        invoke = stub.Invoke
+        resumer = self._resumer(request, timeout)
+        if resumer is not None and stream_id is not None:
+            resumer.stream_id = stream_id
+        return ChunkStream(
+            invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
+        )
+
+    def cancel_stream(self, stream_id: str, *, timeout: float | None = None) -> bool:
+        """Stop a resumable stream's producer, wherever it runs; False if it had ended."""
+        request = serverfn_pb2.CancelStreamRequest(stream_id=stream_id)
+        try:
+            response = self._stub.CancelStream(request, **self._call_options(timeout, None))
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return bool(response.was_running)
 
     def call(
         self,
@@ -232,8 +409,9 @@ class Client(BaseClient):
         return health_status(response)
 
     def close(self) -> None:
-        """Close the channel, cancelling calls still running."""
-        self._channel.close()
+        """Close the channels, cancelling calls still running."""
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -261,22 +439,32 @@ class AsyncClient(BaseClient):
     """
 
     def _open(self) -> None:
-        self._channel: grpc.aio.Channel | None = None
+        self._channels: list[grpc.aio.Channel] = []
         self._stub: serverfn_pb2_grpc.ServerFunctionsStub | None = None
+        self._next_channel: (
+            Callable[[], tuple[grpc.aio.Channel, serverfn_pb2_grpc.ServerFunctionsStub]] | None
+        ) = None
         self._health: Any = None
 
-    def _connect(self) -> serverfn_pb2_grpc.ServerFunctionsStub:
-        if self._stub is None:
-            self._channel = (
+    def _connect(self) -> tuple[grpc.aio.Channel, serverfn_pb2_grpc.ServerFunctionsStub]:
+        """The channel and stub for the next call (made on first use, round-robin after)."""
+        if self._next_channel is None:
+            self._channels = [
                 grpc.aio.secure_channel(
                     self.target, self._credentials, options=self._channel_options
                 )
                 if self._credentials is not None
                 else grpc.aio.insecure_channel(self.target, options=self._channel_options)
-            )
-            self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
-            self._health = health_pb2_grpc.HealthStub(self._channel)  # see Client.__init__
-        return self._stub
+                for _ in range(self._channel_count)
+            ]
+            stubs = [
+                serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
+                for channel in self._channels
+            ]
+            self._stub = stubs[0]
+            self._next_channel = itertools.cycle(zip(self._channels, stubs, strict=True)).__next__
+            self._health = health_pb2_grpc.HealthStub(self._channels[0])  # see Client._open
+        return self._next_channel()
 
     def invoke(
         self,
@@ -286,10 +474,51 @@ class AsyncClient(BaseClient):
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> AsyncChunkStream:
-        """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks."""
+        """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks. A
+        resumable function's stream resumes by itself when its connection drops."""
         request = self._invoke_request(function, data)
-        call = self._connect().Invoke(request, **self._call_options(timeout, metadata))
-        return AsyncChunkStream(call, self._error)
+        return self._stream(request, timeout, metadata, None)
+
+    def resume(
+        self,
+        stream_id: str,
+        next_seq: int = 0,
+        *,
+        function: str = "",
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> AsyncChunkStream:
+        """Pick a resumable stream up again from chunk ``next_seq`` (see ``Client.resume``)."""
+        request = self._resume_request(stream_id, next_seq, function)
+        return self._stream(request, timeout, metadata, stream_id)
+
+    def _stream(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+        stream_id: str | None,
+    ) -> AsyncChunkStream:
+        options = self._call_options(timeout, metadata)
+        channel, stub = self._connect()
+        invoke = stub.Invoke
+        resumer = self._resumer(request, timeout)
+        if resumer is not None and stream_id is not None:
+            resumer.stream_id = stream_id
+        return AsyncChunkStream(
+            invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
+        )
+
+    async def cancel_stream(self, stream_id: str, *, timeout: float | None = None) -> bool:
+        """Stop a resumable stream's producer, wherever it runs; False if it had ended."""
+        self._connect()
+        assert self._stub is not None
+        request = serverfn_pb2.CancelStreamRequest(stream_id=stream_id)
+        try:
+            response = await self._stub.CancelStream(request, **self._call_options(timeout, None))
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return bool(response.was_running)
 
     async def call(
         self,
@@ -312,7 +541,7 @@ class AsyncClient(BaseClient):
         """The functions the server offers, sorted by name."""
         request = serverfn_pb2.ListFunctionsRequest()
         try:
-            response = await self._connect().ListFunctions(
+            response = await self._connect()[1].ListFunctions(
                 request, **self._call_options(timeout, None)
             )
         except grpc.RpcError as error:
@@ -330,9 +559,9 @@ class AsyncClient(BaseClient):
         return health_status(response)
 
     async def aclose(self) -> None:
-        """Close the channel, cancelling calls still running."""
-        if self._channel is not None:
-            await self._channel.close()
+        """Close the channels, cancelling calls still running."""
+        for channel in self._channels:
+            await channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -82,7 +82,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     A port some other socket already uses is refused first: with ``SO_REUSEPORT`` alone, a second
     server of the same user would silently share it.
     """
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bind = _host_port(host, port)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -137,8 +137,7 @@ class _Supervisor:
         self._count = count
         self._reservation = reservation
         self._port: int = reservation.getsockname()[1]
-        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        self._address = f"{shown}:{self._port}"
+        self._address = _host_port(host, self._port)
         self._run_worker = run_worker
         self._workers: dict[int, _Worker] = {}
         self._delays = [_FIRST_DELAY] * count
@@ -347,6 +346,10 @@ class _Supervisor:
             logger.warning("killing %d worker(s) still running", len(self._workers))
             self._signal_all(signal.SIGKILL)
             self._kill_at = float("inf")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _wake_only(signum: int, frame: FrameType | None) -> None:
