@@ -158,10 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     streams = serve.add_argument_group("resumable streams (@server_fn(resumable=True))")
     streams.add_argument(
         "--stream-store",
-        default="memory",
+        default=os.environ.get("SERVERFN_STREAM_STORE", "memory"),
         metavar="URL",
         help="where their chunks are kept: 'memory' (this process only; the default) or"
-        " redis://host:port/db (shared by every worker and replica using it)",
+        " redis://host:port/db (shared by every worker and replica using it;"
+        " env SERVERFN_STREAM_STORE)",
     )
     streams.add_argument(
         "--stream-idle-ttl",
@@ -337,11 +338,11 @@ def _serve(args: argparse.Namespace) -> int:
         "stream_idle_ttl": args.stream_idle_ttl,
         "stream_retention": args.stream_retention,
     }
-    _stream_store(args.stream_store)  # a bad URL is a usage error before anything starts
+    # A bad URL is a usage error before anything starts; the store is made where it is used.
+    make_store = _stream_store_factory(args.stream_store)
     if args.workers == 1:
-        store = _stream_store(args.stream_store)
         return _run_server(
-            Server(load_registry(args.app), port=args.port, stream_store=store, **options)
+            Server(load_registry(args.app), port=args.port, stream_store=make_store(), **options)
         )
     if args.stream_store == "memory":
         logger.warning(
@@ -363,7 +364,7 @@ def _serve(args: argparse.Namespace) -> int:
             registry,
             on_serving=ready,
             port=port,
-            stream_store=_stream_store(args.stream_store),
+            stream_store=make_store(),  # in the worker, after the fork
             options=[workers.REUSE_PORT_OPTION],
             **options,
         )
@@ -378,9 +379,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def _stream_store(url: str) -> StreamStore | None:
+def _stream_store_factory(url: str) -> Callable[[], StreamStore | None]:
     if url == "memory":
-        return None  # the server's default, MemoryStreamStore
+        return lambda: None  # the server's default, MemoryStreamStore
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
             from .redis_store import RedisStreamStore
@@ -388,7 +389,7 @@ def _stream_store(url: str) -> StreamStore | None:
             raise UsageError(
                 "--stream-store redis://... needs redis-py: pip install 'grpc-serverfn[redis]'"
             ) from None
-        return RedisStreamStore(url)
+        return lambda: RedisStreamStore(url)
     raise UsageError(f"--stream-store must be 'memory' or a redis:// URL, not {url!r}")
 
 

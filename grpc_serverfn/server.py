@@ -72,6 +72,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_CALLS = 10_000
 DEFAULT_MAX_INPUT_DEPTH = 64
 _CLEANUP_SECONDS = 1.0  # how long shutdown waits for cancelled calls' cleanup
+# Between refusing new calls ourselves (UNAVAILABLE, with a message) and grpc's own stop, whose
+# refusals can reach a racing caller as CANCELLED.
+_DRAIN_SECONDS = 0.1
 
 _METHODS = {"GET": serverfn_pb2.METHOD_GET, "POST": serverfn_pb2.METHOD_POST}
 
@@ -108,6 +111,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._draining = False
         self.streams = (
             streams
             if streams is not None
@@ -122,6 +126,10 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             " retry later"
         )
 
+    def start_draining(self) -> None:
+        """Refuse every new call from now on with UNAVAILABLE (the server is shutting down)."""
+        self._draining = True
+
     async def wait_until_idle(self) -> None:
         """Wait until every Invoke has ended, its cleanup included."""
         await self._idle.wait()
@@ -135,6 +143,9 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
     ) -> None:
+        if self._draining:
+            _end_with(context, _SHUTTING_DOWN, ())
+            return
         if isinstance(request, _Undecodable):
             _end_with(context, request.error(), ())
             return
@@ -407,6 +418,9 @@ def _end_with(
     context.set_trailing_metadata((*trailing_metadata, *status.trailing_metadata))
 
 
+_SHUTTING_DOWN = Unavailable("the server is shutting down; retry on another server or later")
+
+
 def _store_failed() -> Unavailable:
     return Unavailable("the server's stream store failed; see the server log")
 
@@ -591,6 +605,9 @@ class Server:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         grace = self.grace if grace is None else grace
+        if self._servicer is not None:
+            self._servicer.start_draining()
+            await asyncio.sleep(min(_DRAIN_SECONDS, grace))
         if self._servicer is None:
             await self._server.stop(grace)
         else:

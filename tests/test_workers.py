@@ -354,3 +354,18 @@ def test_ctrl_c_in_a_terminal_drains_the_workers_like_sigterm(tmp_path: Path) ->
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(PROMPTLY)
+
+
+def test_a_client_with_several_channels_spreads_its_calls_over_the_workers() -> None:
+    """One Client, one connection per channel: with channels=16 its calls reach both workers
+    (the kernel balances connections, so one channel would stay on one worker)."""
+    with supervisor("--workers", "2") as workers:
+        with Client(workers.address, timeout=PROMPTLY) as single:
+            assert len({single.call("pid") for _ in range(20)}) == 1
+        with Client(workers.address, timeout=PROMPTLY, channels=16) as spread:
+            served = collections.Counter(spread.call("pid") for _ in range(48))
+        # 16 connections land on both workers unless the kernel sends all 16 to one (a
+        # 1-in-32,768 chance with an even split); each channel gets 3 of the 48 calls.
+        assert set(served) == workers.pids, served
+        assert sum(served.values()) == 48
+        assert workers.stop() == 0, workers.server.log
