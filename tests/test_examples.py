@@ -91,3 +91,12 @@ def test_features_ticks_stop_before_the_deadline(
         ticks = list(stream)
     assert len(ticks) >= 2
     assert all(0.2 < tick["remaining"] <= 1.1 for tick in ticks)
+
+
+def test_resumable_reads_a_reply_in_two_goes() -> None:
+    with (
+        imported_example("resumable", DEMO_TOKEN_SECONDS="0.01") as module,
+        run_in_thread(module.fns) as running,
+    ):
+        text = module.read_in_two_goes(running.target)
+    assert text == "You said 'hi'. Here is a long answer, one word at a time. "

@@ -180,3 +180,30 @@ def test_health_check_through_grpcurl(demo_server: RunningServer) -> None:
     result = grpcurl(demo_server.target, "grpc.health.v1.Health/Check")
     assert result.returncode == 0, result.stderr
     assert json_documents(result.stdout) == [{"status": "SERVING"}]
+
+
+def test_grpcurl_shows_the_stream_id_resumes_and_cancels(test_app_server: RunningServer) -> None:
+    target = test_app_server.target
+    start = {"function": "resumable_ticks", "value": {"count": 6, "seconds": 0}}
+    started = grpcurl("-v", target, INVOKE, data=start)
+    assert started.returncode == 0, started.stderr
+    [stream_id] = [
+        line.split(":", 1)[1].strip()
+        for line in started.stdout.splitlines()
+        if line.startswith("serverfn-stream-id:")
+    ]
+    resumed = grpcurl(
+        target,
+        INVOKE,
+        data={"resume": {"stream_id": stream_id, "next_seq": 4}, "accept": "ENCODING_VALUE"},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    chunks = json_documents(resumed.stdout)
+    assert [(chunk["seq"], chunk["value"]["tick"]) for chunk in chunks] == [(4, 4), (5, 5)]
+    cancelled = grpcurl(
+        target, "serverfn.v1.ServerFunctions/CancelStream", data={"stream_id": stream_id}
+    )
+    assert (cancelled.returncode, json_documents(cancelled.stdout)) == (0, [{}])  # it had ended
+    unknown = grpcurl(target, INVOKE, data={"resume": {"stream_id": "nope"}})
+    assert unknown.returncode == 69  # grpcurl exits 64 + the status code (NOT_FOUND, 5)
+    assert "no resumable stream 'nope'" in unknown.stderr

@@ -13,7 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
+from grpc_serverfn import Unavailable
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
+from grpc_serverfn.redis_store import RedisStreamStore
+from grpc_serverfn.testing import run_in_thread
+from tests import app
 from tests.processes import ServerProcess, serving
 from tests.test_resumable import read_all, resume, unpacked
 
@@ -112,3 +116,43 @@ def test_a_killed_producer_is_reported_to_its_readers(
         f"the producer of stream {stream_id} stopped without finishing (its server went away);"
         f" {delivered} chunks were delivered"
     )
+
+
+def test_a_stopping_server_gives_its_producers_the_grace_then_ends_them_aborted(
+    redis_url: str, stubs: tuple[Stub, Stub]
+) -> None:
+    _, on_second = stubs
+    arguments = ("tests.app:fns", "--port", "0", "--stream-store", redis_url, "--grace", "1")
+    with serving(*arguments) as stopping:
+        stopping.wait_serving()
+        with grpc.insecure_channel(stopping.address) as channel:
+            stub = serverfn_pb2_grpc.ServerFunctionsStub(channel)
+            short, short_id = start(stub, count=20, seconds=0.02)  # done within the grace
+            long, long_id = start(stub, count=100_000, seconds=0.01)
+            next(short)
+            next(long)
+            short.cancel()  # both readers leave; the producers carry on
+            long.cancel()
+        stopping.signal(signal.SIGTERM)
+        assert stopping.wait(30) == 0, stopping.log
+    whole = [
+        value["tick"] for chunk in resume(on_second, short_id, 0) for _, value in unpacked(chunk)
+    ]
+    assert whole == list(range(20))
+    received, raised = read_all(resume(on_second, long_id, 0))
+    assert raised.code() is grpc.StatusCode.ABORTED
+    assert raised.details() == (
+        f"the server producing stream {long_id} shut down before it finished"
+    )
+    assert [value["tick"] for _, value in received] == list(range(len(received)))
+    assert len(received) > 20  # it went on producing through the grace
+
+
+def test_a_store_that_fails_is_unavailable_and_the_server_serves_on() -> None:
+
+    dead_store = RedisStreamStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with run_in_thread(app.fns, stream_store=dead_store) as server, server.client() as client:
+        with pytest.raises(Unavailable) as raised:
+            list(client.invoke("resumable_ticks", {"count": 3}))
+        assert raised.value.message == "the server's stream store failed; see the server log"
+        assert client.call("echo_async", "still serving") == "still serving"
