@@ -59,6 +59,20 @@ __all__ = [
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 """The trailer that carries the ``google.rpc.Status`` with an error's details."""
 
+
+def echoed(text: str, limit: int = 100) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters: input echoed in full
+    could push the trailers past the client's metadata limit, which then reports
+    RESOURCE_EXHAUSTED instead of the error meant."""
+    shown = repr(text[:limit])
+    if len(text) > limit:
+        shown += f" (cut from {len(text)} characters)"
+    return shown
+
+
+MAX_MESSAGE_CHARS = 1000
+"""An error message longer than this is cut when sent."""
+
 FieldViolation = tuple[str, str]
 """A ``(field, description)`` pair; ``field`` is a dotted path, ``""`` for the input itself."""
 
@@ -112,7 +126,12 @@ class ServerFnError(Exception):
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        message = self.message
+        if len(message) > MAX_MESSAGE_CHARS:
+            # The message travels twice in the trailers (grpc-message and the Status), which a
+            # client refuses past its metadata limit (8 KiB by default).
+            message = f"{message[:MAX_MESSAGE_CHARS]}... (cut from {len(message)} characters)"
+        return status_pb2.Status(code=self.code.value[0], message=message, details=packed)
 
 
 class Cancelled(ServerFnError):

@@ -37,11 +37,12 @@ from .errors import (
     InvalidArgument,
     NotFound,
     ServerFnError,
+    echoed,
     error_from_status,
 )
 from .middleware import Call, close_opened
 from .store import MemoryStreamStore, StreamEnd, StreamStore
-from .streaming import Encoding, Write, stop, too_large, unencodable, write_or_end
+from .streaming import Encoding, Write, size_over, stop, too_large, unencodable, write_or_end
 
 __all__ = [
     "DEFAULT_IDLE_TTL",
@@ -115,8 +116,8 @@ class ResumableStreams:
                     text = codec.encode_json(value)
                 except codec.UnencodableValue as error:
                     raise unencodable(name, produced, error) from None
-                if len(text) > self._max_chunk_bytes:
-                    raise too_large(name, produced, len(text), self._max_chunk_bytes)
+                if size := size_over(text, self._max_chunk_bytes):
+                    raise too_large(name, produced, size, self._max_chunk_bytes)
                 await self.store.append(stream_id, produced, (text,))
                 produced += 1
 
@@ -171,7 +172,7 @@ class ResumableStreams:
             raise _unknown_stream(stream_id)
         if function is not None and function != stored:
             raise InvalidArgument(
-                f"stream {stream_id} is a stream of {stored!r}, not of {function!r}",
+                f"stream {stream_id} is a stream of {stored!r}, not of {echoed(function)}",
                 field_violations=[("function", f"the stream belongs to {stored!r}")],
             )
         await context.send_initial_metadata(((STREAM_ID_METADATA_KEY, stream_id),))
@@ -282,6 +283,6 @@ def _error_of(end: StreamEnd) -> ServerFnError | None:
 
 def _unknown_stream(stream_id: str) -> NotFound:
     return NotFound(
-        f"no resumable stream {stream_id!r}: it never existed, or its retention has passed"
-        " and it was deleted"
+        f"no resumable stream {echoed(stream_id)}: it never existed, or its retention has"
+        " passed and it was deleted"
     )

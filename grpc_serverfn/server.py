@@ -40,6 +40,7 @@ from .errors import (
     ResourceExhausted,
     ServerFnError,
     Unavailable,
+    echoed,
 )
 from .middleware import Call, build_chain, close_opened
 from .registry import NO_INPUT, Registry, ServerFunction
@@ -391,16 +392,10 @@ def _decode_input(request: serverfn_pb2.InvokeRequest, max_depth: int) -> Any:
     return data
 
 
-_ECHOED_NAME_CHARS = 100
-
-
 def _unknown_function(name: str) -> NotFound:
-    # A name echoed in full could push the trailers past the client's metadata limit, which
-    # then reports RESOURCE_EXHAUSTED instead of this NOT_FOUND.
-    shown = repr(name[:_ECHOED_NAME_CHARS])
-    if len(name) > _ECHOED_NAME_CHARS:
-        shown += f" (cut from {len(name)} characters)"
-    return NotFound(f"unknown server function {shown}; ListFunctions lists what this server offers")
+    return NotFound(
+        f"unknown server function {echoed(name)}; ListFunctions lists what this server offers"
+    )
 
 
 def _end_with(

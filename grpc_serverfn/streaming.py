@@ -31,6 +31,7 @@ __all__ = [
     "in_own_task",
     "send_coalesced",
     "send_each",
+    "size_over",
     "stop",
     "too_large",
     "unencodable",
@@ -68,10 +69,17 @@ def encoding_for(request: serverfn_pb2.InvokeRequest) -> Encoding:
     )
 
 
+def size_over(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text`` when it is over ``limit`` bytes, else 0. Only text long enough
+    to pass the limit at 4 bytes a character is measured (the per-chunk path stays cheap)."""
+    if len(text) * 4 > limit and (size := len(text.encode())) > limit:
+        return size
+    return 0
+
+
 def _json_chunk(value: Any, seq: int, limit: int) -> serverfn_pb2.Chunk:
     text = codec.encode_json(value)
-    # The limit is in bytes: text long enough to pass it at 4 bytes a character is measured.
-    if len(text) * 4 > limit and (size := len(text.encode())) > limit:
+    if size := size_over(text, limit):
         raise _TooLarge(size)
     return serverfn_pb2.Chunk(json=text, seq=seq)
 

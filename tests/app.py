@@ -452,3 +452,10 @@ async def resumable_ticks(data: Ticks) -> AsyncIterator[dict[str, int]]:
         if record is not None:
             record.cleaned_up.set()
         logging.getLogger("tests.app").warning("resumable cleaned up %s", data.probe)
+
+
+@fns.server_fn
+async def fail_with(data: str) -> AsyncIterator[int]:
+    """Yield one chunk, then fail with FAILED_PRECONDITION and `data` as the message."""
+    yield 0
+    raise FailedPrecondition(data)

@@ -139,3 +139,12 @@ def test_client_errors_are_server_fn_errors_with_readable_str(invoke: Caller) ->
     outcome = invoke("fail_after", {"n": 0})
     assert isinstance(outcome.error, ServerFnError)
     assert str(outcome.error) == "FAILED_PRECONDITION: the widget is not ready"
+
+
+def test_a_huge_error_message_is_cut_rather_than_overflowing_the_trailers(
+    invoke: Caller,
+) -> None:
+    outcome = invoke("fail_with", "x" * 50_000)
+    assert outcome.chunks == [0]
+    assert isinstance(outcome.error, FailedPrecondition)  # not the client's metadata limit
+    assert outcome.error.message == "x" * 1000 + "... (cut from 50000 characters)"
