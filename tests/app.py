@@ -459,3 +459,10 @@ async def fail_with(data: str) -> AsyncIterator[int]:
     """Yield one chunk, then fail with FAILED_PRECONDITION and `data` as the message."""
     yield 0
     raise FailedPrecondition(data)
+
+
+@fns.server_fn
+async def task_count() -> int:
+    """How many asyncio tasks the serving process has (this call's own included): for leak
+    checks against a server in another process."""
+    return len(asyncio.all_tasks())

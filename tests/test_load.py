@@ -60,6 +60,12 @@ async def one_round(target: str, streams: int, chunks: int, *, coalesce: bool) -
             await client.aclose()
 
 
+async def count_tasks(target: str) -> int:
+    async with AsyncClient(target) as client:
+        count: int = await client.call("task_count")
+    return count
+
+
 def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
     server_process: ServerProcess,
 ) -> None:
@@ -67,6 +73,7 @@ def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
     expected = list(range(CHUNKS))
     rss: list[int] = []
     threads: list[int] = []
+    tasks: list[int] = []
     for _ in range(3):
         results = asyncio.run(one_round(target, STREAMS, CHUNKS, coalesce=True))
         assert len(results) == STREAMS
@@ -74,9 +81,11 @@ def test_a_thousand_streams_of_a_thousand_chunks_lose_nothing_and_leak_nothing(
         time.sleep(0.5)  # let the server finish its cleanup
         rss.append(rss_kib(process.pid))
         threads.append(thread_count(process.pid))
-    print(f"server RSS after each round: {rss} KiB; threads: {threads}")
+        tasks.append(asyncio.run(count_tasks(target)))
+    print(f"server RSS after each round: {rss} KiB; threads: {threads}; asyncio tasks: {tasks}")
     assert rss[2] <= rss[0] * 1.10, f"server RSS grew across rounds: {rss} KiB"
     assert threads[2] <= threads[0], f"server threads grew across rounds: {threads}"
+    assert tasks[2] <= tasks[0], f"server asyncio tasks grew across rounds: {tasks}"
 
 
 def test_a_thousand_uncoalesced_streams_lose_nothing(
