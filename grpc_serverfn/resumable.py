@@ -41,6 +41,7 @@ from .errors import (
     error_from_status,
 )
 from .middleware import Call, close_opened
+from .observe import Sent
 from .store import MemoryStreamStore, StreamEnd, StreamStore
 from .streaming import Encoding, Write, size_over, stop, too_large, unencodable, write_or_end
 
@@ -148,7 +149,7 @@ class ResumableStreams:
             if stopped is not None:
                 call.ctx._mark_cancelled()
             await close_opened(call)
-            end = _end_of(handler, stopped, name)
+            end = _end_of(handler, stopped, name, stream_id)
             try:
                 await self.store.finish(stream_id, produced, end)
             except Exception:
@@ -163,6 +164,7 @@ class ResumableStreams:
         max_batch: int,
         *,
         function: str | None = None,
+        sent: Sent | None = None,
     ) -> ServerFnError | None:
         """Write the stream's chunks from ``next_seq`` on to the call, live until it ends; the
         stream's own error (None for OK). Raises NotFound for an unknown or expired stream,
@@ -184,8 +186,13 @@ class ResumableStreams:
             if found is None:
                 raise _unknown_stream(stream_id)
             if found.chunks:
-                await self._send(write, found.chunks, next_seq, encoding, max_batch)
+                messages = await self._send(write, found.chunks, next_seq, encoding, max_batch)
                 next_seq += len(found.chunks)
+                if sent is not None:
+                    if sent.first_at is None:
+                        sent.first_at = time.perf_counter()
+                    sent.messages += messages
+                    sent.chunks += len(found.chunks)
             if found.end is not None:
                 return _error_of(found.end)
             if time.monotonic() - renewed >= self._renew_every:
@@ -203,8 +210,11 @@ class ResumableStreams:
 
     async def _send(
         self, write: Write, chunks: Any, first_seq: int, encoding: Encoding, max_batch: int
-    ) -> None:
+    ) -> int:
+        """Write ``chunks`` in as few messages as ``max_batch`` and the byte bound allow; how
+        many messages."""
         seq = first_seq
+        messages = 1
         pending: list[Any] = []
         size = 0
         for text in chunks:
@@ -212,11 +222,13 @@ class ResumableStreams:
             if pending and (len(pending) >= max_batch or size + len(text) > self._max_batch_bytes):
                 await write_or_end(write, _message(pending, seq, encoding))
                 seq += len(pending)
+                messages += 1
                 pending, size = [], 0
             pending.append(payload)
             size += len(text)
         if pending:
             await write_or_end(write, _message(pending, seq, encoding))
+        return messages
 
     async def cancel(self, stream_id: str) -> bool:
         """Ask the stream's producer to stop, wherever it runs; False when it had ended."""
@@ -250,7 +262,9 @@ def _message(payloads: list[Any], seq: int, encoding: Encoding) -> serverfn_pb2.
     return serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
 
 
-def _end_of(handler: asyncio.Task[None], stopped: ServerFnError | None, name: str) -> StreamEnd:
+def _end_of(
+    handler: asyncio.Task[None], stopped: ServerFnError | None, name: str, stream_id: str
+) -> StreamEnd:
     error: ServerFnError | None = stopped
     if error is None and handler.cancelled():
         error = Cancelled(f"server function {name!r} was cancelled")
@@ -260,11 +274,14 @@ def _end_of(handler: asyncio.Task[None], stopped: ServerFnError | None, name: st
             error = raised
         elif raised is not None:
             logger.error(
-                "server function %r raised an unexpected error",
+                "server function %r raised an unexpected error (stream %s)",
                 name,
+                stream_id,
                 exc_info=(type(raised), raised, raised.__traceback__),
             )
-            error = Internal(f"server function {name!r} failed; see the server log")
+            error = Internal(
+                f"server function {name!r} failed; see the server log (stream {stream_id})"
+            )
     if error is None:
         return StreamEnd(0)
     status = error.to_rpc_status()

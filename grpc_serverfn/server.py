@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from .errors import (
     echoed,
 )
 from .middleware import Call, build_chain, close_opened
+from .observe import UNKNOWN_FUNCTION, CallRecord, Observer
 from .registry import NO_INPUT, Registry, ServerFunction
 from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION, ResumableStreams
 from .store import StreamStore
@@ -93,8 +95,10 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
         verified_client_certificates: bool = False,
         streams: ResumableStreams | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         registry.freeze()
+        self._observers = tuple(observers)
         self._max_concurrent_calls = max_concurrent_calls
         self._max_input_depth = max_input_depth
         # Only a server that verifies client certificates may take their subject as an identity.
@@ -144,6 +148,33 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
     ) -> None:
+        undecodable = isinstance(request, _Undecodable)
+        function = None if undecodable else self._registry.get(request.function)
+        record = CallRecord(UNKNOWN_FUNCTION if function is None else function.name, context)
+        observers = self._observers
+        tokens = [observer.call_started(record) for observer in observers] if observers else ()
+        try:
+            await self._invoke(request, function, record, context)
+        finally:
+            record.ended_at = time.perf_counter()
+            if record.code is grpc.StatusCode.OK:  # not ended by the caller: what we set, if any
+                record.code = context.code() or grpc.StatusCode.OK
+                if record.code is not grpc.StatusCode.OK:
+                    record.error_message = context.details() or ""
+            for observer, token in zip(observers, tokens, strict=True):
+                try:
+                    observer.call_ended(record, token)
+                except Exception:
+                    logger.exception("observer %r failed at the end of a call", observer)
+            record.context = None  # grpc frees it with the call
+
+    async def _invoke(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        function: ServerFunction | None,
+        record: CallRecord,
+        context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+    ) -> None:
         if self._draining:
             _end_with(context, _SHUTTING_DOWN, ())
             return
@@ -151,7 +182,6 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             _end_with(context, request.error(), ())
             return
         resuming = request.HasField("resume")
-        function = self._registry.get(request.function)
         if function is None and not (resuming and not request.function):
             _end_with(context, _unknown_function(request.function), ())
             return
@@ -163,11 +193,14 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._idle.clear()
         try:
             if resuming:
-                await self._read_stream(request, context, request.resume.stream_id, function)
+                record.resumed = True
+                await self._read_stream(
+                    request, context, request.resume.stream_id, function, record=record
+                )
             elif function is not None and function.resumable:
-                await self._start_stream(function, request, context)
+                await self._start_stream(function, request, context, record)
             elif function is not None:
-                await self._drive(function, request, context)
+                await self._drive(function, request, context, record)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -178,6 +211,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         function: ServerFunction,
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+        record: CallRecord,
     ) -> None:
         identify = _certificate_identifier(context) if self._certificates else None
         ctx = Context.from_grpc(function.name, context, identify)
@@ -185,7 +219,8 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         error: ServerFnError | None = None
         try:
             encoding = encoding_for(request)
-            call = Call(function, _decode_input(request, self._max_input_depth), ctx)
+            record.input = data = _decode_input(request, self._max_input_depth)
+            call = Call(function, data, ctx)
             chunks = self._chain(call)
             max_batch = min(request.max_batch, MAX_BATCH)
             if max_batch > 1:
@@ -197,6 +232,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                     max_batch=max_batch,
                     max_batch_bytes=self._max_batch_bytes,
                     max_chunk_bytes=self._max_chunk_bytes,
+                    sent=record.sent,
                 )
             else:
                 await in_own_task(
@@ -206,21 +242,28 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                         encoding,
                         function.name,
                         max_chunk_bytes=self._max_chunk_bytes,
+                        sent=record.sent,
                     ),
                     function.name,
                 )
         except CallEnded:
             # The caller cancelled, ran out of time or went away while a chunk was being sent.
             ctx._mark_cancelled()
+            record.code = _ended_by_caller(ctx)
             return
         except ServerFnError as raised:
             error = raised
         except asyncio.CancelledError:
             ctx._mark_cancelled()
+            record.code = _ended_by_caller(ctx)
             raise
         except Exception:
-            logger.exception("server function %r raised an unexpected error", function.name)
-            error = Internal(f"server function {function.name!r} failed; see the server log")
+            logger.exception(
+                "server function %r raised an unexpected error (call %s)",
+                function.name,
+                record.call_id,
+            )
+            error = unexpected_error(function.name, record.call_id)
         finally:
             if call is not None:
                 await close_opened(call)
@@ -231,12 +274,14 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         function: ServerFunction,
         request: serverfn_pb2.InvokeRequest,
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+        record: CallRecord,
     ) -> None:
         identify = _certificate_identifier(context) if self._certificates else None
         ctx = Context.from_grpc(function.name, context, identify)
         try:
             encoding_for(request)  # refused before a stream exists
-            call = Call(function, _decode_input(request, self._max_input_depth), ctx)
+            record.input = data = _decode_input(request, self._max_input_depth)
+            call = Call(function, data, ctx)
             stream_id = await self.streams.start(call, self._chain)
         except ServerFnError as error:
             _end_with(context, error, ())
@@ -245,7 +290,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             logger.exception("could not start a resumable stream of %r", function.name)
             _end_with(context, _store_failed(), ())
             return
-        await self._read_stream(request, context, stream_id, function, next_seq=0)
+        await self._read_stream(request, context, stream_id, function, next_seq=0, record=record)
 
     async def _read_stream(
         self,
@@ -255,6 +300,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         function: ServerFunction | None,
         *,
         next_seq: int | None = None,
+        record: CallRecord,
     ) -> None:
         """Serve a resumable stream from the store: a new call's, or one being resumed."""
         error: ServerFnError | None
@@ -266,12 +312,15 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                 encoding_for(request),
                 max(1, min(request.max_batch, MAX_BATCH)),
                 function=None if function is None else function.name,
+                sent=record.sent,
             )
         except CallEnded:
+            record.code = grpc.StatusCode.CANCELLED
             return  # the reader went away; the producer runs on, its chunks stored
         except ServerFnError as raised:
             error = raised
         except asyncio.CancelledError:
+            record.code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
             logger.exception("reading resumable stream %s failed", stream_id)
@@ -416,6 +465,17 @@ def _end_with(
 _SHUTTING_DOWN = Unavailable("the server is shutting down; retry on another server or later")
 
 
+def unexpected_error(function: str, call_id: str) -> Internal:
+    """What the caller learns of an unexpected exception: nothing but where to look."""
+    return Internal(f"server function {function!r} failed; see the server log (call {call_id})")
+
+
+def _ended_by_caller(ctx: Context) -> grpc.StatusCode:
+    if ctx.time_remaining() == 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 def _store_failed() -> Unavailable:
     return Unavailable("the server's stream store failed; see the server log")
 
@@ -489,6 +549,7 @@ class Server:
         stream_store: StreamStore | None = None,
         stream_idle_ttl: float = DEFAULT_IDLE_TTL,
         stream_retention: float = DEFAULT_RETENTION,
+        observers: Sequence[Observer] = (),
         max_workers: int = 32,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         options: Sequence[tuple[str, Any]] = (),
@@ -508,6 +569,7 @@ class Server:
         self._stream_store = stream_store
         self._stream_idle_ttl = stream_idle_ttl
         self._stream_retention = stream_retention
+        self._observers = tuple(observers)
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -548,6 +610,7 @@ class Server:
                 max_chunk_bytes=max(1, self._max_message_bytes - 64),
                 max_batch_bytes=max(1, self._max_message_bytes // 4 - 1024),
             ),
+            observers=self._observers,
         )
         self._servicer = servicer
         server = grpc.aio.server(

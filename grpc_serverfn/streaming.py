@@ -15,12 +15,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from .errors import Internal, InvalidArgument, ResourceExhausted
+from .observe import Sent
 
 __all__ = [
     "MAX_BATCH",
@@ -138,26 +140,34 @@ async def send_each(
     function: str,
     *,
     max_chunk_bytes: int,
+    sent: Sent | None = None,
 ) -> None:
-    """Write every chunk as its own message (what callers that did not opt in get)."""
+    """Write every chunk as its own message (what callers that did not opt in get), counting
+    them in ``sent``."""
     encode = _json_chunk if encoding == "json" else _value_chunk
     seq = 0
     # The per-chunk path: no allocation or call here that is not needed (the write's error
     # handling is inlined rather than wrapped in another coroutine).
-    async for value in chunks:
-        try:
-            message = encode(value, seq, max_chunk_bytes)
-        except codec.UnencodableValue as error:
-            raise unencodable(function, seq, error) from None
-        except _TooLarge as error:
-            raise too_large(function, seq, error.size, max_chunk_bytes) from None
-        try:
-            await write(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            raise CallEnded from None
-        seq += 1
+    try:
+        async for value in chunks:
+            try:
+                message = encode(value, seq, max_chunk_bytes)
+            except codec.UnencodableValue as error:
+                raise unencodable(function, seq, error) from None
+            except _TooLarge as error:
+                raise too_large(function, seq, error.size, max_chunk_bytes) from None
+            try:
+                await write(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                raise CallEnded from None
+            if not seq and sent is not None:
+                sent.first_at = time.perf_counter()
+            seq += 1
+    finally:
+        if sent is not None:
+            sent.chunks = sent.messages = seq
 
 
 async def in_own_task(work: Coroutine[Any, Any, None], function: str) -> None:
@@ -199,13 +209,14 @@ async def send_coalesced(
     max_batch: int,
     max_batch_bytes: int,
     max_chunk_bytes: int,
+    sent: Sent | None = None,
 ) -> None:
     """Write the chunks, packing those produced while a write is in flight into one message.
 
     The handler runs in a producer task (so it can advance while a write is in flight); an
     error it raises reaches the caller after every chunk it produced before.
     """
-    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes)
+    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes, sent or Sent())
     buffer: collections.deque[tuple[Any, int]] = collections.deque()  # payloads and sizes
     buffered = 0  # the buffer's size, in the byte bound's units
     have_chunks = asyncio.Event()
@@ -262,13 +273,21 @@ class _Packer:
         "_function",
         "_max_bytes",
         "_max_chunk_bytes",
+        "_sent",
         "_seq",
         "_write",
     )
 
     def __init__(
-        self, write: Write, encoding: Encoding, function: str, max_bytes: int, max_chunk_bytes: int
+        self,
+        write: Write,
+        encoding: Encoding,
+        function: str,
+        max_bytes: int,
+        max_chunk_bytes: int,
+        sent: Sent,
     ) -> None:
+        self._sent = sent
         self._write = write
         self._encoding = encoding
         self._function = function
@@ -324,5 +343,10 @@ class _Packer:
             message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(json=payloads))
         else:
             message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
-        self._seq += len(payloads)
         await write_or_end(self._write, message)
+        self._seq += len(payloads)
+        sent = self._sent
+        if not sent.messages:
+            sent.first_at = time.perf_counter()
+        sent.messages += 1
+        sent.chunks = self._seq
