@@ -13,11 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 serverfn
 WORKDIR /srv
 
-# The package, installed from the source tree (the same `pip install .` scripts/serve runs).
+# The package, installed from the source tree (the same `pip install .` scripts/serve runs), with
+# the redis extra so that replicas can share resumable streams (SERVERFN_STREAM_STORE=redis://...).
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY grpc_serverfn ./grpc_serverfn
-RUN pip install . && rm -rf build
+RUN pip install ".[redis]" && rm -rf build
 
 COPY examples ./examples
 

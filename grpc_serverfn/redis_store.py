@@ -22,14 +22,16 @@ __all__ = ["RedisStreamStore"]
 
 
 class RedisStreamStore(StreamStore):
-    """Resumable streams in Redis (``redis://host:port/db``, ``rediss://`` for TLS)."""
+    """Resumable streams in Redis (``redis://host:port/db``, ``rediss://`` for TLS). For Redis
+    Cluster, pass ``client=redis.asyncio.RedisCluster.from_url(url)``: each stream's keys
+    share one hash slot."""
 
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
         *,
         prefix: str = "serverfn:",
-        client: redis.asyncio.Redis | None = None,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None,
     ) -> None:
         # Blocking reads each hold a connection while they wait; the pool grows as needed.
         self._redis = client if client is not None else redis.asyncio.Redis.from_url(url)

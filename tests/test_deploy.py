@@ -1,12 +1,16 @@
 """The Dockerfile and docker-compose.yml, proved as far as a machine without a Docker engine can:
 the image's install steps build and run the package from exactly what the Dockerfile copies, the
-command it runs serves, and the health check it declares passes against that server."""
+command it runs serves, and the health check it declares passes against that server; the compose
+file's scaled profile (replicas sharing resumable streams through Redis) holds together, and
+replicas run with its environment resume each other's streams through a real Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -14,12 +18,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
+
+from grpc_serverfn import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTLY = 60.0
@@ -46,6 +55,17 @@ def dockerfile() -> dict[str, Any]:
     return parsed
 
 
+def image_install() -> tuple[str, set[str]]:
+    """What the Dockerfile's ``pip install`` installs: the path and the extras."""
+    for step in dockerfile()["RUN"]:
+        words = shlex.split(step)
+        if words[:2] == ["pip", "install"]:
+            match = re.fullmatch(r"([^\[\]]+)(?:\[([\w,-]+)\])?", words[2])
+            assert match is not None, step
+            return match[1], set((match[2] or "").split(",")) - {""}
+    raise AssertionError("the Dockerfile installs nothing with pip")
+
+
 def test_the_image_is_slim_non_root_and_exposes_the_port() -> None:
     image = dockerfile()
     assert re.fullmatch(r"python:3\.1[1-9]-slim", image["FROM"])
@@ -55,7 +75,7 @@ def test_the_image_is_slim_non_root_and_exposes_the_port() -> None:
     assert image["CMD"][:3] == ["grpc-serverfn", "serve", "examples/demo.py:fns"]
     assert image["HEALTHCHECK"][:3] == ["grpc-serverfn", "health", "localhost:50051"]
     # The package is installed from the source tree, not from an index.
-    assert any(step.startswith("pip install .") for step in image["RUN"])
+    assert image_install()[0] == "."
 
 
 def free_port() -> int:
@@ -80,6 +100,8 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             else:
                 shutil.copy2(origin, target)
     site = context.parent / "site-packages"
+    _, extras = image_install()
+    requirement = f"{context}[{','.join(sorted(extras))}]" if extras else str(context)
     subprocess.run(
         [
             sys.executable,
@@ -91,7 +113,7 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "--target",
             str(site),
-            str(context),
+            requirement,
         ],
         check=True,
         timeout=300,
@@ -100,10 +122,14 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return context
 
 
-def image_env(image_tree: Path, port: int) -> dict[str, str]:
+def image_env(
+    image_tree: Path, port: int, service_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The image's environment, then a compose service's ``environment`` on top."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SERVERFN_")}
     env.pop("OPENAI_API_KEY", None)
     env.update(dockerfile()["ENV"])
+    env.update(service_env or {})
     env["SERVERFN_PORT"] = str(port)  # a free port here instead of the image's 50051
     # The image's own install comes first; dependencies come from the test environment.
     env["PYTHONPATH"] = str(image_tree.parent / "site-packages")
@@ -116,32 +142,47 @@ def as_in_image(command: list[str], image_tree: Path) -> list[str]:
     return [sys.executable, str(script), *command[1:]]
 
 
-@pytest.fixture(scope="module")
-def image_server(image_tree: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    port = free_port()
+@contextlib.contextmanager
+def image_serving(
+    command: list[str], image_tree: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[str]]:
+    """Run an image command that serves on ``env``'s port; stop it with SIGTERM, which must
+    exit 0."""
     process = subprocess.Popen(
-        as_in_image(dockerfile()["CMD"], image_tree),
+        as_in_image(command, image_tree),
         cwd=image_tree,
-        env=image_env(image_tree, port),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert process.stderr is not None
-    deadline = time.monotonic() + PROMPTLY
-    line = ""
-    while "serving" not in line and time.monotonic() < deadline:
-        line = process.stderr.readline()
-        assert line or process.poll() is None, "the image's command exited before serving"
-    assert f"on 0.0.0.0:{port}" in line, line
     try:
-        yield process, port
-    finally:
+        deadline = time.monotonic() + PROMPTLY
+        lines = [""]
+        while "serving" not in lines[-1] and time.monotonic() < deadline:
+            lines.append(process.stderr.readline())
+            assert lines[-1] or process.poll() is None, (
+                "the image's command exited before serving:\n" + "".join(lines)
+            )
+        assert f"on 0.0.0.0:{env['SERVERFN_PORT']}" in lines[-1], "".join(lines)
+        yield process
         process.send_signal(signal.SIGTERM)
         assert process.wait(PROMPTLY) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(PROMPTLY)
         process.stderr.close()
         assert process.stdout is not None
         process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def image_server(image_tree: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    with image_serving(dockerfile()["CMD"], image_tree, image_env(image_tree, port)) as process:
+        yield process, port
 
 
 def test_the_image_runs_its_own_install(image_tree: Path) -> None:
@@ -257,7 +298,193 @@ def test_the_compose_schema_check_catches_a_broken_file() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     compose["services"]["serverfn"]["healthcheck"]["retries"] = "many"
     compose["services"]["serverfn"]["helthcheck"] = {}
+    # The scaled services are checked as closely.
+    compose["services"]["serverfn-replicas"]["deploy"] = {"replica": 3}
+    compose["services"]["redis"]["profiles"] = "scaled"
     validator = compose_validator(schema)
     messages = [error.message for error in validator.iter_errors(compose)]
     assert any("helthcheck" in message for message in messages), messages
     assert any("'many'" in message for message in messages), messages
+    assert any("'replica'" in message for message in messages), messages
+    assert any("'scaled' is not of type 'array'" in message for message in messages), messages
+
+
+def services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return services
+
+
+SCALED = ("redis", "serverfn-replicas", "serverfn-client")
+
+
+def test_the_scaled_setup_is_a_profile_a_plain_up_leaves_out() -> None:
+    compose = services()
+    assert "profiles" not in compose["serverfn"]  # `docker compose up` runs it as before
+    for name in SCALED:
+        assert compose[name]["profiles"] == ["scaled"], name
+        # `--profile scaled` must enable everything a scaled service depends on.
+        for dependency in compose[name].get("depends_on", {}):
+            assert compose[dependency]["profiles"] == ["scaled"], (name, dependency)
+
+
+def grace_seconds(service: dict[str, Any]) -> float:
+    match = re.fullmatch(r"(\d+)s", str(service["stop_grace_period"]))
+    assert match is not None, service["stop_grace_period"]
+    return float(match[1])
+
+
+def test_the_replicas_are_the_serverfn_image_several_times_with_its_checks() -> None:
+    compose = services()
+    serverfn, replicas = compose["serverfn"], compose["serverfn-replicas"]
+    assert (replicas["build"], replicas["image"]) == (serverfn["build"], serverfn["image"])
+    assert compose["serverfn-client"]["image"] == serverfn["image"]
+    assert replicas["deploy"]["replicas"] >= 2
+    # Replicas cannot share a fixed host port; they are reached by service name.
+    assert "ports" not in replicas
+    # They run the image's own command, which serves on SERVERFN_HOST:SERVERFN_PORT.
+    assert "command" not in replicas
+    assert "entrypoint" not in replicas
+    assert replicas["environment"]["SERVERFN_HOST"] == "0.0.0.0"
+    assert replicas["healthcheck"] == serverfn["healthcheck"]
+    command = dockerfile()["CMD"]
+    assert grace_seconds(replicas) > float(command[command.index("--grace") + 1])
+
+
+def test_the_replicas_stream_store_is_the_redis_service_once_it_is_healthy() -> None:
+    compose = services()
+    replicas, redis = compose["serverfn-replicas"], compose["redis"]
+    url = urlsplit(replicas["environment"]["SERVERFN_STREAM_STORE"])
+    assert url.scheme == "redis"
+    assert url.hostname in compose
+    assert compose[url.hostname]["image"].startswith("redis:")
+    # Redis's own port: the service's command does not move it.
+    assert url.port == 6379
+    assert "--port" not in redis["command"]
+    assert re.fullmatch(r"/\d+", url.path)
+    assert replicas["depends_on"][url.hostname] == {"condition": "service_healthy"}
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_the_client_dials_every_replica_through_their_service_name() -> None:
+    compose = services()
+    client = compose["serverfn-client"]
+    command = client["command"]
+    assert command[:2] == ["grpc-serverfn", "call"]
+    target = urlsplit(command[2])
+    assert (target.scheme, target.netloc) == ("dns", "")  # dns:///name:port
+    host, _, port = target.path.lstrip("/").partition(":")
+    assert host == "serverfn-replicas"
+    assert port == compose[host]["environment"]["SERVERFN_PORT"]
+    assert client["depends_on"][host] == {"condition": "service_healthy"}
+
+
+def test_the_image_installs_the_redis_extra_that_the_stream_store_needs(image_tree: Path) -> None:
+    _, extras = image_install()
+    assert "redis" in extras
+    (installed,) = metadata.distributions(
+        name="grpc-serverfn", path=[str(image_tree.parent / "site-packages")]
+    )
+    assert "redis" in (installed.metadata.get_all("Provides-Extra") or [])
+    # What pip installs for that extra on top of the package's own requirements.
+    for_the_extra = {
+        requirement.name
+        for requirement in map(Requirement, installed.requires or [])
+        if requirement.marker is not None
+        and requirement.marker.evaluate({"extra": "redis"})
+        and not requirement.marker.evaluate({"extra": ""})
+    }
+    assert for_the_extra == {"redis"}
+    # ... and redis-py is what the store imports.
+    store = (image_tree / "grpc_serverfn" / "redis_store.py").read_text()
+    assert "\nimport redis.asyncio\n" in store
+
+
+def replica_env(image_tree: Path, redis_url: str) -> dict[str, str]:
+    """The replicas' compose environment on the image's, on a free port, with the redis
+    service's host and port swapped for the test's real redis-server."""
+    service_env = dict(services()["serverfn-replicas"]["environment"])
+    store = urlsplit(service_env["SERVERFN_STREAM_STORE"])
+    service_env["SERVERFN_STREAM_STORE"] = store._replace(
+        netloc=urlsplit(redis_url).netloc
+    ).geturl()
+    return image_env(image_tree, free_port(), service_env)
+
+
+def test_a_replica_serves_and_the_client_service_reaches_it_by_a_dns_target(
+    image_tree: Path, redis_url: str
+) -> None:
+    env = replica_env(image_tree, redis_url)
+    port = env["SERVERFN_PORT"]
+    with image_serving(dockerfile()["CMD"], image_tree, env):
+        health = run_health_check(
+            services()["serverfn-replicas"]["healthcheck"]["test"][1:], image_tree, int(port)
+        )
+        assert (health.returncode, health.stdout) == (0, "SERVING\n"), health.stderr
+        # The client service's command, the service name being localhost here.
+        command = [
+            part.replace("serverfn-replicas:50051", f"localhost:{port}")
+            for part in services()["serverfn-client"]["command"]
+        ]
+        assert command[2] == f"dns:///localhost:{port}"
+        result = subprocess.run(
+            as_in_image(command, image_tree),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROMPTLY,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"progress": 0},
+        {"progress": 33},
+        {"progress": 66},
+        {"progress": 100, "done": True},
+    ]
+
+
+MOUNTED_APP = """\
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+from grpc_serverfn import Registry
+
+fns = Registry()
+
+
+@fns.server_fn(resumable=True)
+async def ticks() -> AsyncIterator[dict[str, int]]:
+    for tick in range(20):
+        yield {"tick": tick, "pid": os.getpid()}
+        await asyncio.sleep(0.02)
+"""
+
+
+def test_replicas_with_that_environment_resume_each_others_streams_through_redis(
+    image_tree: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """Two replicas as compose runs them, serving an app mounted as the Dockerfile says: a
+    stream started on one and dropped is picked up on the other, no chunk lost or repeated."""
+    app = tmp_path / "app.py"
+    app.write_text(MOUNTED_APP)
+    command = dockerfile()["CMD"]
+    command = [str(app) + ":fns" if part == "examples/demo.py:fns" else part for part in command]
+    first_env, second_env = replica_env(image_tree, redis_url), replica_env(image_tree, redis_url)
+    with (
+        image_serving(command, image_tree, first_env) as first,
+        image_serving(command, image_tree, second_env) as second,
+    ):
+        with Client(f"localhost:{first_env['SERVERFN_PORT']}", timeout=PROMPTLY) as client:
+            stream = client.invoke("ticks")
+            received = [next(stream) for _ in range(5)]
+            stream_id = stream.stream_id()
+            stream.cancel()  # the connection to the first replica goes away
+        assert stream_id is not None
+        with Client(f"localhost:{second_env['SERVERFN_PORT']}", timeout=PROMPTLY) as client:
+            rest = list(client.resume(stream_id, len(received)))
+    everything = received + rest
+    assert [chunk["tick"] for chunk in everything] == list(range(20))
+    # The first replica produced every chunk, those read from the second too.
+    assert {chunk["pid"] for chunk in everything} == {first.pid}
+    assert second.pid != first.pid
