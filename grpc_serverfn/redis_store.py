@@ -70,6 +70,11 @@ class RedisStreamStore(StreamStore):
         meta = self._key(stream_id, "meta")
         retention_ms = self._retention.pop(stream_id, 60_000)
         fields: dict[Any, Any] = {"end": end.code, "message": end.message, "details": end.details}
+        # After the last stored chunk: a producer cancelled while an append was in flight may
+        # have stored one more chunk than it counted.
+        last: Any = await self._redis.xrevrange(key, count=1)
+        if last:
+            chunk_count = max(chunk_count, int(bytes(last[0][0]).split(b"-")[1]))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(key, fields, id=f"0-{chunk_count + 1}")
             pipe.hset(meta, "ended", 1)

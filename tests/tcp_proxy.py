@@ -30,7 +30,10 @@ class TcpProxy:
         server.close()
         for writer in self._writers:
             writer.transport.abort()
+        # Aborted connections end their tasks; cancelling them instead makes asyncio log noise.
         tasks = asyncio.all_tasks(self._loop)
+        if tasks:
+            self._loop.run_until_complete(asyncio.wait(tasks, timeout=5))
         for task in tasks:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -143,7 +143,7 @@ def test_a_stopping_server_gives_its_producers_the_grace_then_ends_them_aborted(
     assert raised.code() is grpc.StatusCode.ABORTED
     assert raised.details() == (
         f"the server producing stream {long_id} shut down before it finished"
-    )
+    ), stopping.log
     assert [value["tick"] for _, value in received] == list(range(len(received)))
     assert len(received) > 20  # it went on producing through the grace
 
