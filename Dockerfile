@@ -14,11 +14,12 @@ RUN useradd --create-home --uid 10001 serverfn
 WORKDIR /srv
 
 # The package, installed from the source tree (the same `pip install .` scripts/serve runs), with
-# the redis extra so that replicas can share resumable streams (SERVERFN_STREAM_STORE=redis://...).
+# the redis extra so that replicas can share resumable streams (SERVERFN_STREAM_STORE=redis://...)
+# and the metrics extra for `serve --metrics-port` (SERVERFN_METRICS_PORT).
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY grpc_serverfn ./grpc_serverfn
-RUN pip install ".[redis]" && rm -rf build
+RUN pip install ".[redis,metrics]" && rm -rf build
 
 COPY examples ./examples
 

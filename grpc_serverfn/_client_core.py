@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 
 from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
+from ._trace_context import trace_metadata
 from ._version import __version__
 from .errors import ServerFnError, Unavailable, error_from_status
 
@@ -202,8 +203,11 @@ class BaseClient:
 
     def _call_options(self, timeout: float | None, metadata: MetadataLike | None) -> CallOptions:
         """Per-call options: the call's timeout, else the client's; the client's metadata
-        followed by the call's."""
+        followed by the call's, then the current trace context (unless they carry one)."""
         merged = self._metadata + _metadata_items(metadata)
+        traced = trace_metadata()
+        if traced and not any(key == "traceparent" for key, _ in merged):
+            merged += traced
         return {
             "timeout": self._timeout if timeout is None else timeout,
             "metadata": merged or None,

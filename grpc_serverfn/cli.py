@@ -23,11 +23,12 @@ from typing import Any, TextIO, TypeVar
 import orjson
 from tqdm import tqdm
 
-from . import codec, workers
+from . import calllog, codec, workers
 from ._client_core import ClientTLS
 from ._version import __version__
 from .client import Client
 from .errors import ServerFnError
+from .observe import Observer
 from .registry import Registry
 from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION
 from .server import (
@@ -155,6 +156,24 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port (SO_REUSEPORT); 'auto' for one per CPU"
         " (default 1: no supervisor)",
     )
+    metrics = serve.add_argument_group("Prometheus metrics (pip install 'grpc-serverfn[metrics]')")
+    metrics.add_argument(
+        "--metrics-port",
+        type=_port_number,
+        default=os.environ.get("SERVERFN_METRICS_PORT"),
+        metavar="PORT",
+        help="serve them over HTTP on this port, 0 for any free one (default: off; env"
+        " SERVERFN_METRICS_PORT); with --workers N, worker i serves its own on PORT+i",
+    )
+    metrics.add_argument("--metrics-host", metavar="HOST", help="address to bind (default: --host)")
+    serve.add_argument(
+        "--trace",
+        action="store_true",
+        default=os.environ.get("SERVERFN_TRACE") == "1",
+        help="an OpenTelemetry span per call, through the global TracerProvider (serve under"
+        " opentelemetry-instrument, or set one up in the app; env SERVERFN_TRACE=1);"
+        " pip install 'grpc-serverfn[otel]'",
+    )
     streams = serve.add_argument_group("resumable streams (@server_fn(resumable=True))")
     streams.add_argument(
         "--stream-store",
@@ -179,6 +198,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a stream is deleted this long after its last chunk (default {DEFAULT_RETENTION:g})",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="every log line as text (the default) or as one JSON object",
+    )
+    serve.add_argument(
+        "--no-call-log",
+        dest="call_log",
+        action="store_false",
+        help="no log line per call (by default each call logs one at its end, at INFO)",
+    )
+    serve.add_argument(
+        "--log-payloads",
+        action="store_true",
+        help="put each call's input, cut short, in its log line (never logged otherwise)",
+    )
 
     def add_target_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
@@ -317,9 +353,17 @@ def _worker_count(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format=_LOG_FORMAT if args.workers == 1 else _WORKERS_LOG_FORMAT
-    )
+    if args.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(calllog.json_formatter(process=args.workers != 1))
+        logging.basicConfig(level=args.log_level, handlers=[handler])
+        logging.captureWarnings(True)  # so that warnings are JSON lines too
+    else:
+        logging.basicConfig(
+            level=args.log_level, format=_LOG_FORMAT if args.workers == 1 else _WORKERS_LOG_FORMAT
+        )
+    if args.log_payloads and not args.call_log:
+        raise UsageError("--log-payloads needs the call log: drop --no-call-log")
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -337,13 +381,21 @@ def _serve(args: argparse.Namespace) -> int:
         "max_input_depth": args.max_input_depth,
         "stream_idle_ttl": args.stream_idle_ttl,
         "stream_retention": args.stream_retention,
+        "observers": [calllog.CallLog(log_payloads=args.log_payloads)] if args.call_log else [],
     }
+    if args.trace:
+        options["observers"].append(_tracing())
     # A bad URL is a usage error before anything starts; the store is made where it is used.
     make_store = _stream_store_factory(args.stream_store)
+    start_metrics = _metrics_starter(args)
     if args.workers == 1:
-        return _run_server(
-            Server(load_registry(args.app), port=args.port, stream_store=make_store(), **options)
-        )
+        registry = load_registry(args.app)
+        try:
+            options["observers"] = [*options["observers"], *start_metrics(registry, 0)]
+        except OSError as error:
+            print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+            return 1
+        return _run_server(Server(registry, port=args.port, stream_store=make_store(), **options))
     if args.stream_store == "memory":
         logger.warning(
             "each worker keeps its own resumable streams in memory: a resume reaching another"
@@ -360,6 +412,12 @@ def _serve(args: argparse.Namespace) -> int:
         except UsageError as error:
             print(f"grpc-serverfn: error: {error}", file=sys.stderr)
             return USAGE_ERROR
+        try:  # this forked worker's own copy of options
+            worker = workers.worker_index() or 0
+            options["observers"] = [*options["observers"], *start_metrics(registry, worker)]
+        except OSError as error:
+            print(f"grpc-serverfn: error: {error}", file=sys.stderr)
+            return 1
         server = workers.WorkerServer(
             registry,
             on_serving=ready,
@@ -377,6 +435,63 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"grpc-serverfn: error: {error}", file=sys.stderr)
         return 1
+
+
+def _tracing() -> Observer:
+    try:
+        from .tracing import OpenTelemetryTracing
+    except ImportError:
+        raise UsageError(
+            "--trace needs OpenTelemetry: pip install 'grpc-serverfn[otel]'"
+            " (and the SDK and an exporter to send the spans somewhere)"
+        ) from None
+    return OpenTelemetryTracing()
+
+
+def _port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (0 to 65535), not {text!r}")
+    return port
+
+
+def _metrics_starter(args: argparse.Namespace) -> Callable[[Registry, int], list[Observer]]:
+    """``--metrics-port``, checked before anything starts: ``start(registry, worker)`` then
+    serves the metrics from the serving process (worker i on PORT+i) and gives its observers.
+
+    Each worker has a port of its own because its counters are its own: one port shared by
+    SO_REUSEPORT would show whichever worker took the scrape.
+    """
+    port: int | None = args.metrics_port
+    if port is None:
+        if args.metrics_host is not None:
+            raise UsageError("--metrics-host needs --metrics-port")
+        return lambda registry, worker: []
+    try:
+        from .metrics import MetricsEndpoint, PrometheusMetrics
+    except ImportError:
+        raise UsageError(
+            "--metrics-port needs prometheus-client: pip install 'grpc-serverfn[metrics]'"
+        ) from None
+    host: str = args.host if args.metrics_host is None else args.metrics_host
+    last = port + args.workers - 1
+    if port and last > 65535:
+        raise UsageError(f"--metrics-port {port} with --workers {args.workers} runs past 65535")
+    if port and port <= args.port <= last:
+        taken = f"port {port}" if last == port else f"ports {port}-{last}"
+        raise UsageError(f"--metrics-port takes {taken}, which holds --port {args.port}")
+
+    def start(registry: Registry, worker: int) -> list[Observer]:
+        metrics = PrometheusMetrics(registry, process_metrics=True)
+        endpoint = MetricsEndpoint(metrics.registry, host=host, port=port + worker if port else 0)
+        which = f"worker {worker} " if args.workers > 1 else ""
+        logger.info("%sserving Prometheus metrics on %s", which, endpoint.url)
+        return [metrics]
+
+    return start
 
 
 def _stream_store_factory(url: str) -> Callable[[], StreamStore | None]:

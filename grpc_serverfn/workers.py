@@ -43,6 +43,7 @@ __all__ = [
     "WorkerServer",
     "reserve_port",
     "supervise",
+    "worker_index",
 ]
 
 logger = logging.getLogger("grpc_serverfn.workers")
@@ -60,6 +61,14 @@ _PR_SET_PDEATHSIG = 1
 RunWorker = Callable[[int, Callable[[], None]], int]
 """``run_worker(port, ready)``: serve on ``port`` in this (forked) process, call ``ready()`` once
 serving, return the exit status."""
+
+_worker_index: int | None = None
+
+
+def worker_index() -> int | None:
+    """This worker's slot, 0 to N-1, in a process ``supervise`` forked (a replacement takes the
+    slot of the worker it replaces); None in any other process."""
+    return _worker_index
 
 
 class WorkerServer(Server):
@@ -202,7 +211,9 @@ class _Supervisor:
         pid = os.fork()
         if pid == 0:
             os.close(ready_r)
-            _worker_main(self._run_worker, self._port, ready_w, parent, self._close_parent_fds)
+            _worker_main(
+                self._run_worker, self._port, ready_w, parent, self._close_parent_fds, slot
+            )
         os.close(ready_w)
         with contextlib.suppress(OSError):  # the child does it too; whichever runs first
             os.setpgid(pid, pid)
@@ -368,8 +379,11 @@ def _worker_main(
     ready_fd: int,
     parent: int,
     close_parent_fds: Callable[[], None],
+    slot: int,
 ) -> NoReturn:
     """The forked child: never returns into the supervisor's code."""
+    global _worker_index
+    _worker_index = slot
     status = 1
     try:
         close_parent_fds()
