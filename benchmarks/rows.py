@@ -56,6 +56,18 @@ ROWS: tuple[RowSpec, ...] = (
         lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=True),
     ),
     RowSpec(
+        "serverfn-observed",
+        "serverfn async gen, AsyncClient, coalesce off, metrics+traces+logs",
+        "serverfn-observed",
+        lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=False),
+    ),
+    RowSpec(
+        "serverfn-observed-coalesce",
+        "serverfn async gen, AsyncClient, coalesce on, metrics+traces+logs",
+        "serverfn-observed",
+        lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=True),
+    ),
+    RowSpec(
         "serverfn-sync-client",
         "serverfn async gen, Client (sync), coalesce off",
         "serverfn",
@@ -86,6 +98,7 @@ ROWS: tuple[RowSpec, ...] = (
 SERVER_LABELS: dict[str, str] = {
     "baseline": "baseline: grpc.aio servicer",
     "serverfn": "grpc-serverfn Server",
+    "serverfn-observed": "grpc-serverfn Server, metrics+traces+logs",
     "grpclib": "grpclib server",
 }
 """The rows of the per-server figures (memory), keyed by server kind."""
@@ -93,6 +106,7 @@ SERVER_LABELS: dict[str, str] = {
 IDLE_DRIVERS: dict[str, Callable[[ServerProcess], Driver]] = {
     "baseline": lambda server: GrpcAioDriver(server.address),
     "serverfn": lambda server: ServerfnAsyncDriver(server.address, "idle", coalesce=False),
+    "serverfn-observed": lambda server: ServerfnAsyncDriver(server.address, "idle", coalesce=False),
     "grpclib": lambda server: GrpclibDriver(server.port),
 }
 """How the idle-streams scenario opens streams on each server."""

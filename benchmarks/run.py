@@ -26,7 +26,7 @@ from typing import Any
 
 from . import scenarios
 from .report import Section, render, to_json
-from .rows import ROWS
+from .rows import BASELINE, ROWS
 from .scenarios import Sizes, progress
 from .serve import KINDS
 from .servers import ROOT, running
@@ -135,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"runs per figure, the median reported (full: {full.runs})",
     )
     parser.add_argument(
+        "--rows",
+        type=_row_keys,
+        metavar="KEY,KEY",
+        help="only these rows (and the baseline), e.g. serverfn-async,serverfn-observed;"
+        f" keys: {', '.join(spec.key for spec in ROWS)}",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=DEFAULT_JSON,
@@ -211,16 +218,29 @@ def _header(meta: dict[str, Any]) -> list[str]:
     ]
 
 
-def run(sizes: Sizes, meta: dict[str, Any]) -> list[Section]:
-    """Run every scenario (noting in ``meta`` how server CPU was read); servers are always
-    stopped, whatever happens."""
-    with running(*KINDS) as servers:
+def _row_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    unknown = sorted(set(keys) - {spec.key for spec in ROWS})
+    if not keys or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown row {', '.join(unknown) or '(none given)'}; the keys are"
+            f" {', '.join(spec.key for spec in ROWS)}"
+        )
+    return keys
+
+
+def run(sizes: Sizes, meta: dict[str, Any], keys: Sequence[str] | None = None) -> list[Section]:
+    """Run every scenario for the rows named by ``keys`` (all by default; the baseline always),
+    noting in ``meta`` how server CPU was read; servers are always stopped, whatever happens."""
+    rows = tuple(s for s in ROWS if keys is None or s.key in keys or s.key == BASELINE)
+    kinds = tuple(kind for kind in KINDS if any(spec.server == kind for spec in rows))
+    with running(*kinds) as servers:
         meta["server_cpu_clock"] = "; ".join(sorted({s.cpu_source for s in servers.values()}))
-        single, cpu = scenarios.single_stream(ROWS, servers, sizes)
-        concurrent = scenarios.concurrent_streams(ROWS, servers, sizes)
-        short = scenarios.short_calls(ROWS, servers, sizes)
+        single, cpu = scenarios.single_stream(rows, servers, sizes)
+        concurrent = scenarios.concurrent_streams(rows, servers, sizes)
+        short = scenarios.short_calls(rows, servers, sizes)
         peaks, peak_errors = scenarios.peak_memory(servers)
-    memory = scenarios.idle_streams(KINDS, sizes, peaks, peak_errors)
+    memory = scenarios.idle_streams(kinds, sizes, peaks, peak_errors)
     return [single, *concurrent, short, memory, cpu]
 
 
@@ -232,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = machine_info()
     scenarios.install_interrupt_handlers()
     try:
-        sections = run(sizes, meta)
+        sections = run(sizes, meta, args.rows)
     except KeyboardInterrupt:
         progress("interrupted: the servers are stopped")
         return 130

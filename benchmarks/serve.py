@@ -1,4 +1,6 @@
-"""Run one benchmark server: ``python -m benchmarks.serve {baseline,serverfn,grpclib}``.
+"""Run one benchmark server: ``python -m benchmarks.serve KIND`` (see KINDS).
+
+``serverfn-observed`` is the ``serverfn`` server with metrics, traces and call logs all on.
 
 The server binds 127.0.0.1 on an ephemeral port (``--port 0``) and prints ``PORT <n>`` on
 stdout once it is serving. It stops on SIGTERM or SIGINT, or when its stdin reaches end of
@@ -15,11 +17,12 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 __all__ = ["KINDS", "READY_PREFIX", "main"]
 
 READY_PREFIX = "PORT "
-KINDS = ("baseline", "serverfn", "grpclib")
+KINDS = ("baseline", "serverfn", "serverfn-observed", "grpclib")
 
 Stop = Callable[[], Awaitable[None]]
 
@@ -31,12 +34,13 @@ async def _start(kind: str, host: str, port: int) -> tuple[int, Stop]:
 
         grpc_server, bound = await baseline.start(host, port)
         return bound, lambda: grpc_server.stop(0)
-    if kind == "serverfn":
+    if kind in ("serverfn", "serverfn-observed"):
         from grpc_serverfn import Server
 
         from .app import fns
 
-        serverfn_server = Server(fns, host=host, port=port, grace=0.0)
+        observers = _observers(fns) if kind == "serverfn-observed" else ()
+        serverfn_server = Server(fns, host=host, port=port, grace=0.0, observers=observers)
         await serverfn_server.start()
         return serverfn_server.port, lambda: serverfn_server.stop(0.0)
     if kind == "grpclib":
@@ -50,6 +54,35 @@ async def _start(kind: str, host: str, port: int) -> tuple[int, Stop]:
 
         return bound, stop
     raise ValueError(f"unknown server kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _observers(registry: Any) -> list[Any]:
+    """Metrics, traces and call logs as a production deployment runs them: Prometheus series
+    per function, every span recorded by the OpenTelemetry SDK and exported in batches (to an
+    exporter that drops them), one JSON log line per call written to /dev/null."""
+    import logging
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from grpc_serverfn.calllog import LOGGER_NAME, CallLog, json_formatter
+    from grpc_serverfn.metrics import PrometheusMetrics
+    from grpc_serverfn.tracing import OpenTelemetryTracing
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    handler = logging.FileHandler(os.devnull)
+    handler.setFormatter(json_formatter())
+    calls = logging.getLogger(LOGGER_NAME)
+    calls.addHandler(handler)
+    calls.setLevel(logging.INFO)
+    calls.propagate = False
+    return [PrometheusMetrics(registry), OpenTelemetryTracing(provider), CallLog()]
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

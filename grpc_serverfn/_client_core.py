@@ -225,10 +225,17 @@ class BaseClient:
         return request
 
     def _resumer(
-        self, request: serverfn_pb2.InvokeRequest, timeout: float | None
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        timeout: float | None,
+        stream_id: str | None = None,
     ) -> Resumer | None:
-        timeout = self._timeout if timeout is None else timeout
-        return None if self._resume is None else Resumer(self._resume, request, timeout)
+        """How a stream resumes (None: it does not); ``stream_id`` when it is already known."""
+        if self._resume is None:
+            return None
+        resumer = Resumer(self._resume, request, self._timeout if timeout is None else timeout)
+        resumer.stream_id = stream_id
+        return resumer
 
     def _error(self, error: _FailedCall) -> ServerFnError:
         """The ``ServerFnError`` for a failed call; a connection that failed the way a TLS

@@ -357,9 +357,7 @@ class Client(BaseClient):
         options = self._call_options(timeout, metadata)
         channel, stub = self._next_channel()
         invoke = stub.Invoke
-        resumer = self._resumer(request, timeout)
-        if resumer is not None and stream_id is not None:
-            resumer.stream_id = stream_id
+        resumer = self._resumer(request, timeout, stream_id)
         return ChunkStream(
             invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
         )
@@ -502,9 +500,7 @@ class AsyncClient(BaseClient):
         options = self._call_options(timeout, metadata)
         channel, stub = self._connect()
         invoke = stub.Invoke
-        resumer = self._resumer(request, timeout)
-        if resumer is not None and stream_id is not None:
-            resumer.stream_id = stream_id
+        resumer = self._resumer(request, timeout, stream_id)
         return AsyncChunkStream(
             invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
         )

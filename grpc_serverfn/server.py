@@ -131,6 +131,25 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             " retry later"
         )
 
+    async def _stream_function(self, stream_id: str) -> str:
+        """The function of a stored stream, or "" when unknown (the resume then says why)."""
+        if not stream_id:
+            return ""
+        try:
+            return await self.streams.store.function_of(stream_id) or ""
+        except Exception:
+            return ""  # the store failed: reading the stream reports it
+
+    def _context_for(
+        self,
+        function: ServerFunction,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Context:
+        """The handler's Context for a call (with the client certificate's identity, on a
+        server that verifies them)."""
+        identify = _certificate_identifier(context) if self._certificates else None
+        return Context.from_grpc(function.name, context, identify)
+
     def start_draining(self) -> None:
         """Refuse every new call from now on with UNAVAILABLE (the server is shutting down)."""
         self._draining = True
@@ -150,6 +169,9 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
     ) -> None:
         undecodable = isinstance(request, _Undecodable)
         function = None if undecodable else self._registry.get(request.function)
+        if function is None and not undecodable and request.HasField("resume"):
+            # A resume may leave the function out: label it by the stream's own.
+            function = self._registry.get(await self._stream_function(request.resume.stream_id))
         record = CallRecord(UNKNOWN_FUNCTION if function is None else function.name, context)
         observers = self._observers
         tokens = [observer.call_started(record) for observer in observers] if observers else ()
@@ -213,8 +235,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
         record: CallRecord,
     ) -> None:
-        identify = _certificate_identifier(context) if self._certificates else None
-        ctx = Context.from_grpc(function.name, context, identify)
+        ctx = self._context_for(function, context)
         call: Call | None = None
         error: ServerFnError | None = None
         try:
@@ -276,8 +297,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         context: grpc.aio.ServicerContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
         record: CallRecord,
     ) -> None:
-        identify = _certificate_identifier(context) if self._certificates else None
-        ctx = Context.from_grpc(function.name, context, identify)
+        ctx = self._context_for(function, context)
         try:
             encoding_for(request)  # refused before a stream exists
             record.input = data = _decode_input(request, self._max_input_depth)

@@ -142,3 +142,34 @@ def test_generated_bench_code_has_not_drifted_from_the_proto(tmp_path: Path) -> 
     regenerate("gen-bench-proto", tmp_path)
     for name in GENERATED:
         assert_same_files(tmp_path / name, ROOT / "benchmarks" / name, "gen-bench-proto")
+
+
+def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    command = [str(ROOT / "scripts" / "bench"), "--smoke", "--rows", "serverfn-observed"]
+    result = subprocess.run(
+        [*command, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    scenarios = json.loads(out.read_text())["scenarios"]
+    single = [row["key"] for row in scenarios["a_single_stream"]["rows"]]
+    assert single == ["baseline", "serverfn-observed"]
+    assert [row["key"] for row in scenarios["d_memory"]["rows"]] == [
+        "baseline",
+        "serverfn-observed",
+    ]
+    refused = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--rows", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "unknown row nope" in refused.stderr

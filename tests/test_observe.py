@@ -99,3 +99,21 @@ def test_errors_unknown_functions_and_cancels_are_recorded(
     assert endless.code is grpc.StatusCode.CANCELLED
     assert endless.cancelled
     assert recorder.started == 3
+
+
+def test_a_resume_without_a_function_name_is_labelled_by_its_stream(
+    observed: tuple[RunningServer, Recorder],
+) -> None:
+    server, recorder = observed
+    with Client(server.target) as client:
+        stream = client.invoke("resumable_ticks", {"count": 3, "seconds": 0})
+        assert [chunk["tick"] for chunk in stream] == [0, 1, 2]
+        stream_id = stream.stream_id()
+        assert stream_id is not None
+        assert [chunk["tick"] for chunk in client.resume(stream_id, 1)] == [1, 2]  # no name
+        with pytest.raises(NotFound):
+            list(client.resume("0" * 32))
+    first, resumed, unknown = recorder.wait_for(3)
+    assert (first.function, first.resumed, first.sent.chunks) == ("resumable_ticks", False, 3)
+    assert (resumed.function, resumed.resumed, resumed.sent.chunks) == ("resumable_ticks", True, 2)
+    assert (unknown.function, unknown.code) == (UNKNOWN_FUNCTION, grpc.StatusCode.NOT_FOUND)
