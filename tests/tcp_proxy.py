@@ -17,6 +17,7 @@ class TcpProxy:
         self.connections = 0  # accepted so far
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -26,21 +27,30 @@ class TcpProxy:
         self.address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
         self._ready.set()
         self._loop.run_forever()
-        # Close everything before the loop goes, so no socket is left to the GC.
+        # Close everything before the loop goes, so no socket or task is left to the GC (and
+        # to a later test's warnings). Callers reconnect while this runs, so repeat until idle.
+        self._stopping = True
         server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        # Aborted connections end their tasks; cancelling them instead makes asyncio log noise.
-        tasks = asyncio.all_tasks(self._loop)
-        if tasks:
-            self._loop.run_until_complete(asyncio.wait(tasks, timeout=5))
-        for task in tasks:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        while tasks := asyncio.all_tasks(self._loop):
+            for writer in list(self._writers):
+                writer.transport.abort()
+            # Aborted connections end their tasks; cancelling them instead makes asyncio log.
+            self._loop.run_until_complete(asyncio.wait(tasks, timeout=2))
+            for task in tasks:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self._loop.run_until_complete(server.wait_closed())
         self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # asyncio's stream callback logs a cancelled handler task as an error: end normally.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._forward(reader, writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            writer.transport.abort()
+            return
         self.connections += 1
         self._writers.add(writer)
         host, port = self.upstream.rsplit(":", 1)
