@@ -28,7 +28,6 @@ import grpc.aio
 from google.rpc import status_pb2
 
 from . import codec
-from ._proto.serverfn.v1 import serverfn_pb2
 from .errors import (
     GRPC_DETAILS_METADATA_KEY,
     Aborted,
@@ -43,7 +42,16 @@ from .errors import (
 from .middleware import Call, close_opened
 from .observe import Sent
 from .store import MemoryStreamStore, StreamEnd, StreamStore
-from .streaming import Encoding, Write, size_over, stop, too_large, unencodable, write_or_end
+from .streaming import (
+    Encoding,
+    Write,
+    chunk_message,
+    size_over,
+    stop,
+    too_large,
+    unencodable,
+    write_or_end,
+)
 
 __all__ = [
     "DEFAULT_IDLE_TTL",
@@ -165,20 +173,24 @@ class ResumableStreams:
         *,
         function: str | None = None,
         sent: Sent | None = None,
+        started_here: bool = False,
     ) -> ServerFnError | None:
         """Write the stream's chunks from ``next_seq`` on to the call, live until it ends; the
         stream's own error (None for OK). Raises NotFound for an unknown or expired stream,
-        InvalidArgument when ``function`` is given and the stream is another function's."""
-        stored = await self.store.function_of(stream_id) if stream_id else None
-        if stored is None:
-            raise _unknown_stream(stream_id)
-        if function is not None and function != stored:
-            raise InvalidArgument(
-                f"stream {stream_id} is a stream of {stored!r}, not of {echoed(function)}",
-                field_violations=[("function", f"the stream belongs to {stored!r}")],
-            )
+        InvalidArgument when ``function`` is given and the stream is another function's.
+        ``started_here``: ``start`` just made the stream (and took the readers' lease), so it
+        is neither looked up nor leased again."""
+        if not started_here:
+            stored = await self.store.function_of(stream_id) if stream_id else None
+            if stored is None:
+                raise _unknown_stream(stream_id)
+            if function is not None and function != stored:
+                raise InvalidArgument(
+                    f"stream {stream_id} is a stream of {stored!r}, not of {echoed(function)}",
+                    field_violations=[("function", f"the stream belongs to {stored!r}")],
+                )
         await context.send_initial_metadata(((STREAM_ID_METADATA_KEY, stream_id),))
-        producer_alive = await self.store.reader_heartbeat(stream_id, self.idle_ttl)
+        producer_alive = started_here or await self.store.reader_heartbeat(stream_id, self.idle_ttl)
         renewed = time.monotonic()
         write = context.write
         while True:
@@ -220,14 +232,14 @@ class ResumableStreams:
         for text in chunks:
             payload: Any = text if encoding == "json" else codec.to_value(codec.decode_json(text))
             if pending and (len(pending) >= max_batch or size + len(text) > self._max_batch_bytes):
-                await write_or_end(write, _message(pending, seq, encoding))
+                await write_or_end(write, chunk_message(pending, seq, encoding))
                 seq += len(pending)
                 messages += 1
                 pending, size = [], 0
             pending.append(payload)
             size += len(text)
         if pending:
-            await write_or_end(write, _message(pending, seq, encoding))
+            await write_or_end(write, chunk_message(pending, seq, encoding))
         return messages
 
     async def cancel(self, stream_id: str) -> bool:
@@ -250,16 +262,6 @@ class ResumableStreams:
         producers = list(self._producers.values())
         if producers and timeout > 0:
             await asyncio.wait(producers, timeout=timeout)
-
-
-def _message(payloads: list[Any], seq: int, encoding: Encoding) -> serverfn_pb2.Chunk:
-    if len(payloads) == 1:
-        if encoding == "json":
-            return serverfn_pb2.Chunk(json=payloads[0], seq=seq)
-        return serverfn_pb2.Chunk(value=payloads[0], seq=seq)
-    if encoding == "json":
-        return serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(json=payloads))
-    return serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
 
 
 def _end_of(

@@ -53,6 +53,7 @@ from .streaming import (
     CallEnded,
     encoding_for,
     in_own_task,
+    message_limits,
     send_coalesced,
     send_each,
 )
@@ -103,10 +104,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
         self._max_input_depth = max_input_depth
         # Only a server that verifies client certificates may take their subject as an identity.
         self._certificates = verified_client_certificates
-        # A chunk's message must fit the send limit, with room for its few framing bytes.
-        self._max_chunk_bytes = max(1, max_message_bytes - 64)
-        # A batch is bounded in characters; at up to 4 UTF-8 bytes each it stays under the limit.
-        self._max_batch_bytes = max(1, max_message_bytes // 4 - 1024)
+        self._max_chunk_bytes, self._max_batch_bytes = message_limits(max_message_bytes)
         self._registry = registry
         self._executor = executor
         self._chain = build_chain(registry.middlewares, self._endpoint)
@@ -333,6 +331,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                 max(1, min(request.max_batch, MAX_BATCH)),
                 function=None if function is None else function.name,
                 sent=record.sent,
+                started_here=next_seq is not None,
             )
         except CallEnded:
             record.code = grpc.StatusCode.CANCELLED
@@ -616,6 +615,7 @@ class Server:
         self._executor = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
         )
+        max_chunk_bytes, max_batch_bytes = message_limits(self._max_message_bytes)
         servicer = ServerFunctionsServicer(
             self.registry,
             executor=self._executor,
@@ -627,8 +627,8 @@ class Server:
                 self._stream_store,
                 idle_ttl=self._stream_idle_ttl,
                 retention=self._stream_retention,
-                max_chunk_bytes=max(1, self._max_message_bytes - 64),
-                max_batch_bytes=max(1, self._max_message_bytes // 4 - 1024),
+                max_chunk_bytes=max_chunk_bytes,
+                max_batch_bytes=max_batch_bytes,
             ),
             observers=self._observers,
         )

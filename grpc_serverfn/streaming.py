@@ -29,8 +29,10 @@ __all__ = [
     "CallEnded",
     "Encoding",
     "Write",
+    "chunk_message",
     "encoding_for",
     "in_own_task",
+    "message_limits",
     "send_coalesced",
     "send_each",
     "size_over",
@@ -93,6 +95,23 @@ def _value_chunk(value: Any, seq: int, limit: int) -> serverfn_pb2.Chunk:
     if size > limit:
         raise _TooLarge(size)
     return chunk
+
+
+def chunk_message(payloads: list[Any], seq: int, encoding: Encoding) -> serverfn_pb2.Chunk:
+    """The message for encoded payloads starting at ``seq``: one chunk, or a ChunkBatch."""
+    if len(payloads) == 1:
+        if encoding == "json":
+            return serverfn_pb2.Chunk(json=payloads[0], seq=seq)
+        return serverfn_pb2.Chunk(value=payloads[0], seq=seq)
+    if encoding == "json":
+        return serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(json=payloads))
+    return serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
+
+
+def message_limits(max_message_bytes: int) -> tuple[int, int]:
+    """A server's bounds for one chunk (bytes, with room for the message's framing) and for a
+    batch (characters: at up to 4 UTF-8 bytes each, a batch stays under the message limit)."""
+    return max(1, max_message_bytes - 64), max(1, max_message_bytes // 4 - 1024)
 
 
 class _TooLarge(Exception):
@@ -332,18 +351,7 @@ class _Packer:
     async def _flush(self, payloads: list[Any]) -> None:
         if not payloads:
             return
-        seq = self._seq
-        if len(payloads) == 1:
-            message = (
-                serverfn_pb2.Chunk(json=payloads[0], seq=seq)
-                if self._encoding == "json"
-                else serverfn_pb2.Chunk(value=payloads[0], seq=seq)
-            )
-        elif self._encoding == "json":
-            message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(json=payloads))
-        else:
-            message = serverfn_pb2.Chunk(seq=seq, batch=serverfn_pb2.ChunkBatch(values=payloads))
-        await write_or_end(self._write, message)
+        await write_or_end(self._write, chunk_message(payloads, self._seq, self._encoding))
         self._seq += len(payloads)
         sent = self._sent
         if not sent.messages:
