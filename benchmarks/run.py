@@ -43,6 +43,7 @@ PRESETS: dict[str, Sizes] = {
         calls=2_000,
         idle_streams=1_000,
         runs=3,
+        min_run_seconds=1.0,
     ),
     "quick": Sizes(
         chunks=8_000,
@@ -51,6 +52,7 @@ PRESETS: dict[str, Sizes] = {
         calls=150,
         idle_streams=200,
         runs=3,
+        min_run_seconds=0.3,
     ),
     "smoke": Sizes(
         chunks=2_000,
@@ -68,6 +70,13 @@ def _positive(text: str) -> int:
     value = int(text.replace("_", "").replace(",", ""))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
@@ -135,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"runs per figure, the median reported (full: {full.runs})",
     )
     parser.add_argument(
+        "--min-run-seconds",
+        type=_seconds,
+        metavar="S",
+        help="(a), (b): each run repeats its calls until S seconds have passed"
+        f" (full: {full.min_run_seconds:g}; 0: one call or one set of streams)",
+    )
+    parser.add_argument(
         "--rows",
         type=_row_keys,
         metavar="KEY,KEY",
@@ -160,6 +176,9 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         calls=args.calls or preset.calls,
         idle_streams=args.idle_streams or preset.idle_streams,
         runs=args.runs or preset.runs,
+        min_run_seconds=(
+            preset.min_run_seconds if args.min_run_seconds is None else args.min_run_seconds
+        ),
     )
 
 
@@ -209,10 +228,12 @@ def _header(meta: dict[str, Any]) -> list[str]:
         f" {meta['platform']}",
         f"sizes: --chunks {sizes['chunks']:,} --concurrent-chunks {sizes['concurrent_chunks']:,}"
         f" --concurrency {','.join(map(str, sizes['concurrency']))} --calls {sizes['calls']:,}"
-        f" --idle-streams {sizes['idle_streams']:,} --runs {sizes['runs']}",
+        f" --idle-streams {sizes['idle_streams']:,} --runs {sizes['runs']}"
+        f" --min-run-seconds {sizes['min_run_seconds']:g}",
         f"Chunks of ~{sizes['chunk_bytes']} B of JSON; every client turns each into a dict."
         " Each server in its own process on 127.0.0.1, one client process.",
-        "Figures: median of the runs, min-max of the runs, / base = row / baseline of this run"
+        "Runs in rounds (one run of every row per round, order rotated)."
+        " Figures: median of the runs, min-max of the runs, / base = row / baseline of this run"
         " (rates: >1 is better; times, memory, CPU: <1 is better).",
         f"Server CPU: {meta['server_cpu_clock']}.",
     ]

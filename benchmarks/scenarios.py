@@ -1,14 +1,15 @@
 """What the benchmark measures, from the client process, against servers in their own processes.
 
-(a) one long stream per run: chunks/s; (e) the server's CPU time per chunk during it.
-(b) C concurrent streams on one channel per run: aggregate chunks/s.
+(a) one long stream at a time: chunks/s; (e) the server's CPU time per chunk during it.
+(b) C concurrent streams on one channel: aggregate chunks/s.
 (c) K sequential short calls of 3 chunks per run: time to the first chunk and to the end.
 (d) the server's peak RSS after (a)-(c); and its RSS growth per open idle stream, each run on a
     freshly started server.
 
-A row that fails (its client cannot be made, a call errors, chunks go missing) is recorded with
-its error and the others go on. Each row's driver is made, warmed up and closed inside one
-``asyncio.run``.
+Runs are taken in rounds, one run of every row per round (see ``_in_rounds``), so that rows
+compared in a ratio ran side by side in time. In (a) and (b) a run repeats its calls until
+``Sizes.min_run_seconds`` have passed. A row that fails (its client cannot be made, a call
+errors, chunks go missing) is recorded with its error and the others go on.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Sizes:
     calls: int
     idle_streams: int
     runs: int
+    min_run_seconds: float = 0.0
+    """(a) and (b): each run repeats its calls until at least this long has passed."""
     chunk_bytes: int = 64
 
 
@@ -106,79 +109,125 @@ def _expect(received: int, expected: int) -> None:
         raise MissingChunks(f"received {received} chunks, expected {expected}")
 
 
-def _run_row(
-    row: RowResult, spec: RowSpec, server: ServerProcess, body: Callable[[Driver], Awaitable[None]]
+Warm = Callable[[Driver], Awaitable[None]]
+Measure = Callable[[Driver, RowResult], Awaitable[None]]
+
+
+def _fail(row: RowResult, error: Exception) -> None:
+    if _interrupted:  # the interrupt surfaced as the call's error
+        raise KeyboardInterrupt from error
+    if isinstance(error, CoalesceUnsupported):
+        row.fail(error, "coalesce-unsupported")
+    else:
+        row.fail(error)
+
+
+def _in_rounds(
+    what: str,
+    rows: Sequence[tuple[RowSpec, RowResult]],
+    servers: dict[str, ServerProcess],
+    runs: int,
+    warm: Warm,
+    measure: Measure,
 ) -> None:
-    """Make the row's driver, run ``body`` with it and close it, all in one event loop; a
-    failure is recorded on ``row``."""
+    """Make every row's driver and ``warm`` it up, then take the ``runs`` in rounds: each round
+    ``measure``s every row once, each round in an order rotated by one. A change in the
+    machine's speed (common on a shared VM) then reaches every row alike, instead of whichever
+    row ran last, so ratios between rows are ratios of like with like. A row that fails is
+    recorded and left out of later rounds; every driver is closed, all in one event loop."""
 
     async def main() -> None:
-        driver = spec.make(server)
-        row.note = getattr(driver, "note", None)
+        live: list[tuple[RowResult, Driver]] = []
         try:
-            await body(driver)
+            for spec, row in rows:
+                try:
+                    driver = spec.make(servers[spec.server])
+                except Exception as error:
+                    _fail(row, error)
+                    continue
+                live.append((row, driver))
+                row.note = getattr(driver, "note", None)
+                try:
+                    await warm(driver)
+                except Exception as error:
+                    _fail(row, error)
+            for index in range(runs):
+                active = [(row, driver) for row, driver in live if row.error is None]
+                if not active:
+                    break
+                progress(f"{what}: round {index + 1} of {runs}, {len(active)} rows")
+                shift = index % len(active)
+                for row, driver in active[shift:] + active[:shift]:
+                    try:
+                        await measure(driver, row)
+                    except Exception as error:
+                        _fail(row, error)
         finally:
-            await driver.aclose()
+            for _, driver in live:
+                await driver.aclose()
 
-    try:
-        asyncio.run(main())
-    except CoalesceUnsupported as error:
-        row.fail(error, "coalesce-unsupported")
-    except Exception as error:
-        if _interrupted:  # the interrupt surfaced as the call's error
-            raise KeyboardInterrupt from error
-        row.fail(error)
+    asyncio.run(main())
+
+
+async def _for_at_least(seconds: float, work: Callable[[], Awaitable[int]]) -> tuple[int, float]:
+    """Repeat ``work`` (which returns chunks received) until ``seconds`` have passed, at least
+    once: the chunks and the seconds in all. A run too short to time well (a coalescing row
+    streams 1,500 chunks in a few milliseconds) so lasts long enough to mean something."""
+    received, start = 0, time.perf_counter()
+    while True:
+        received += await work()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return received, elapsed
 
 
 def single_stream(
     specs: Sequence[RowSpec], servers: dict[str, ServerProcess], sizes: Sizes
 ) -> tuple[Section, Section]:
-    """(a) one stream of ``chunks`` per run: chunks/s; and (e) server CPU µs per chunk."""
+    """(a) streams of ``chunks``, one at a time: chunks/s; and (e) server CPU µs per chunk."""
     count, size = sizes.chunks, sizes.chunk_bytes
-    rates: list[RowResult] = []
-    cpus: list[RowResult] = []
-    for spec in specs:
-        rate, cpu = RowResult(spec.key, spec.label), RowResult(spec.key, spec.label)
-        server = servers[spec.server]
-        progress(f"(a) one stream of {count:,} chunks: {spec.label}")
+    rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs]
+    cpus = {spec.key: RowResult(spec.key, spec.label) for spec in specs}
+    server_of = {spec.key: servers[spec.server] for spec in specs}
 
-        async def body(
-            driver: Driver,
-            rate: RowResult = rate,
-            cpu: RowResult = cpu,
-            server: ServerProcess = server,
-        ) -> None:
-            warm = max(100, min(count // 10, 5_000))
-            _expect(await driver.drain(warm, size), warm)
-            rate_runs, cpu_runs = Measurement([]), Measurement([])
-            rate.values[CHUNKS_PER_S.key], cpu.values[CPU_PER_CHUNK.key] = rate_runs, cpu_runs
-            for _ in range(sizes.runs):
-                cpu_before, start = server.cpu_seconds(), time.perf_counter()
-                received = await driver.drain(count, size)
-                elapsed, cpu_after = time.perf_counter() - start, server.cpu_seconds()
-                _expect(received, count)
-                rate_runs.runs.append(count / elapsed)
-                cpu_runs.runs.append(1e6 * (cpu_after - cpu_before) / count)
+    async def warm(driver: Driver) -> None:
+        chunks = max(100, min(count // 10, 5_000))
+        _expect(await driver.drain(chunks, size), chunks)
 
-        _run_row(rate, spec, server, body)
-        if rate.error is not None:
+    async def measure(driver: Driver, row: RowResult) -> None:
+        server = server_of[row.key]
+
+        async def one() -> int:
+            received = await driver.drain(count, size)
+            _expect(received, count)
+            return received
+
+        cpu_before = server.cpu_seconds()
+        received, elapsed = await _for_at_least(sizes.min_run_seconds, one)
+        cpu_after = server.cpu_seconds()
+        row.values.setdefault(CHUNKS_PER_S.key, Measurement([])).runs.append(received / elapsed)
+        cpu = cpus[row.key].values.setdefault(CPU_PER_CHUNK.key, Measurement([]))
+        cpu.runs.append(1e6 * (cpu_after - cpu_before) / received)
+
+    _in_rounds(f"(a) one stream of {count:,} chunks", rows, servers, sizes.runs, warm, measure)
+    for _, row in rows:
+        cpu = cpus[row.key]
+        cpu.note = row.note
+        if row.error is not None:
             cpu.values.clear()
-            cpu.error, cpu.error_kind = rate.error, rate.error_kind
-        cpu.note = rate.note
-        rates.append(rate)
-        cpus.append(cpu)
+            cpu.error, cpu.error_kind = row.error, row.error_kind
     return (
         Section(
             "a_single_stream",
-            f"(a) one stream of {count:,} chunks of ~{size} B of JSON each (one stream a run)",
+            f"(a) one stream of {count:,} chunks of ~{size} B of JSON each (one stream at a time)",
             (CHUNKS_PER_S,),
-            rates,
+            [row for _, row in rows],
         ),
         Section(
             "e_cpu_per_chunk",
             "(e) server CPU time per chunk during (a) (user+system, all threads)",
             (CPU_PER_CHUNK,),
-            cpus,
+            list(cpus.values()),
         ),
     )
 
@@ -190,40 +239,35 @@ def concurrent_streams(
     count, size = sizes.concurrent_chunks, sizes.chunk_bytes
     sections = []
     for streams in sizes.concurrency:
-        rows: list[RowResult] = []
-        for spec in specs:
-            if not spec.concurrent:
-                continue
-            row = RowResult(spec.key, spec.label)
-            progress(f"(b) {streams} concurrent streams of {count:,} chunks: {spec.label}")
+        rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs if spec.concurrent]
 
-            async def body(driver: Driver, row: RowResult = row, streams: int = streams) -> None:
-                assert isinstance(driver, AsyncDriver)
-                warm = max(10, min(count // 10, 500))
-                for received in await asyncio.gather(
-                    *(driver.drain(warm, size) for _ in range(streams))
-                ):
-                    _expect(received, warm)
-                rate_runs = row.values[CHUNKS_PER_S.key] = Measurement([])
-                for _ in range(sizes.runs):
-                    start = time.perf_counter()
-                    results = await asyncio.gather(
-                        *(driver.drain(count, size) for _ in range(streams))
-                    )
-                    elapsed = time.perf_counter() - start
-                    for received in results:
-                        _expect(received, count)
-                    rate_runs.runs.append(streams * count / elapsed)
+        async def at_once(driver: Driver, chunks: int, streams: int = streams) -> int:
+            assert isinstance(driver, AsyncDriver)
+            results = await asyncio.gather(*(driver.drain(chunks, size) for _ in range(streams)))
+            for received in results:
+                _expect(received, chunks)
+            return sum(results)
 
-            _run_row(row, spec, servers[spec.server], body)
-            rows.append(row)
+        async def warm(driver: Driver, at_once: Callable[..., Awaitable[int]] = at_once) -> None:
+            await at_once(driver, max(10, min(count // 10, 500)))
+
+        async def measure(
+            driver: Driver, row: RowResult, at_once: Callable[..., Awaitable[int]] = at_once
+        ) -> None:
+            received, elapsed = await _for_at_least(
+                sizes.min_run_seconds, lambda: at_once(driver, count)
+            )
+            row.values.setdefault(CHUNKS_PER_S.key, Measurement([])).runs.append(received / elapsed)
+
+        what = f"(b) {streams} concurrent streams of {count:,} chunks"
+        _in_rounds(what, rows, servers, sizes.runs, warm, measure)
         sections.append(
             Section(
                 f"b_concurrent_{streams}",
                 f"(b) {streams} concurrent streams of {count:,} chunks each, one channel:"
                 " aggregate chunks/s",
                 (CHUNKS_PER_S,),
-                rows,
+                [row for _, row in rows],
             )
         )
     return sections
@@ -241,36 +285,37 @@ def short_calls(
 ) -> Section:
     """(c) ``calls`` sequential calls of 3 chunks per run: first-chunk and end times."""
     calls, size = sizes.calls, sizes.chunk_bytes
-    rows: list[RowResult] = []
-    for spec in specs:
-        row = RowResult(spec.key, spec.label)
-        progress(f"(c) {calls:,} sequential calls of {SHORT_CALL_CHUNKS} chunks: {spec.label}")
+    rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs]
 
-        async def body(driver: Driver, row: RowResult = row) -> None:
-            for _ in range(min(calls, 20)):
-                _expect((await driver.timed_call(SHORT_CALL_CHUNKS, size))[2], SHORT_CALL_CHUNKS)
-            for figure in (FIRST_P50, FIRST_P99, END_P50, END_P99):
-                row.values[figure.key] = Measurement([])
-            for _ in range(sizes.runs):
-                firsts, ends = [], []
-                for _ in range(calls):
-                    first, end, received = await driver.timed_call(SHORT_CALL_CHUNKS, size)
-                    _expect(received, SHORT_CALL_CHUNKS)
-                    firsts.append(first * 1e3)
-                    ends.append(end * 1e3)
-                row.values[FIRST_P50.key].runs.append(_percentile(firsts, 50))
-                row.values[FIRST_P99.key].runs.append(_percentile(firsts, 99))
-                row.values[END_P50.key].runs.append(_percentile(ends, 50))
-                row.values[END_P99.key].runs.append(_percentile(ends, 99))
+    async def warm(driver: Driver) -> None:
+        for _ in range(min(calls, 20)):
+            _expect((await driver.timed_call(SHORT_CALL_CHUNKS, size))[2], SHORT_CALL_CHUNKS)
 
-        _run_row(row, spec, servers[spec.server], body)
-        rows.append(row)
+    async def measure(driver: Driver, row: RowResult) -> None:
+        firsts, ends = [], []
+        for _ in range(calls):
+            first, end, received = await driver.timed_call(SHORT_CALL_CHUNKS, size)
+            _expect(received, SHORT_CALL_CHUNKS)
+            firsts.append(first * 1e3)
+            ends.append(end * 1e3)
+        for figure, times, percent in (
+            (FIRST_P50, firsts, 50),
+            (FIRST_P99, firsts, 99),
+            (END_P50, ends, 50),
+            (END_P99, ends, 99),
+        ):
+            row.values.setdefault(figure.key, Measurement([])).runs.append(
+                _percentile(times, percent)
+            )
+
+    what = f"(c) {calls:,} sequential calls of {SHORT_CALL_CHUNKS} chunks"
+    _in_rounds(what, rows, servers, sizes.runs, warm, measure)
     return Section(
         "c_short_calls",
         f"(c) {calls:,} sequential calls of {SHORT_CALL_CHUNKS} chunks per run, time to the"
         " first chunk and to the end",
         (FIRST_P50, FIRST_P99, END_P50, END_P99),
-        rows,
+        [row for _, row in rows],
     )
 
 

@@ -1,6 +1,8 @@
 """Run one benchmark server: ``python -m benchmarks.serve KIND`` (see KINDS).
 
-``serverfn-observed`` is the ``serverfn`` server with metrics, traces and call logs all on.
+``serverfn-observed`` is the ``serverfn`` server with metrics, traces and call logs all on, or
+only those named in ``SERVERFN_BENCH_OBSERVERS`` (e.g. ``traces,logs``; empty for none), to see
+what each one costs.
 
 The server binds 127.0.0.1 on an ephemeral port (``--port 0``) and prints ``PORT <n>`` on
 stdout once it is serving. It stops on SIGTERM or SIGINT, or when its stdin reaches end of
@@ -19,10 +21,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["KINDS", "READY_PREFIX", "main"]
+__all__ = ["KINDS", "OBSERVERS_ENV", "READY_PREFIX", "main"]
 
 READY_PREFIX = "PORT "
 KINDS = ("baseline", "serverfn", "serverfn-observed", "grpclib")
+OBSERVERS_ENV = "SERVERFN_BENCH_OBSERVERS"
 
 Stop = Callable[[], Awaitable[None]]
 
@@ -82,7 +85,16 @@ def _observers(registry: Any) -> list[Any]:
     calls.addHandler(handler)
     calls.setLevel(logging.INFO)
     calls.propagate = False
-    return [PrometheusMetrics(registry), OpenTelemetryTracing(provider), CallLog()]
+    makers: dict[str, Callable[[], Any]] = {
+        "metrics": lambda: PrometheusMetrics(registry),
+        "traces": lambda: OpenTelemetryTracing(provider),
+        "logs": CallLog,
+    }
+    chosen = [name for name in os.environ.get(OBSERVERS_ENV, ",".join(makers)).split(",") if name]
+    unknown = sorted(set(chosen) - set(makers))
+    if unknown:
+        raise SystemExit(f"{OBSERVERS_ENV}: unknown {', '.join(unknown)}; use {', '.join(makers)}")
+    return [makers[name]() for name in chosen]
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
