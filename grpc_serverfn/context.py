@@ -6,9 +6,8 @@ worker thread that runs a sync handler, so a blocking loop can stop when ``ctx.c
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ class Metadata(Mapping[str, MetadataValue]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Sequence[tuple[str, MetadataValue]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, MetadataValue]] = ()) -> None:
         self._items = tuple(items)
 
     def __getitem__(self, key: str) -> MetadataValue:
@@ -83,8 +82,10 @@ class Context:
         self.peer = peer
         """The caller's address, as gRPC reports it (e.g. ``ipv4:127.0.0.1:53124``)."""
         self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        self._cancelled = threading.Event()
-        self._trailing_metadata: list[tuple[str, MetadataValue]] = []
+        # A plain flag, not a threading.Event: a worker thread only reads it, and each open
+        # stream would carry the Event's lock and condition.
+        self._cancelled = False
+        self._trailing_metadata: list[tuple[str, MetadataValue]] | None = None
         self._identity: Identity | None = None
         # Looked up on first read only, so calls whose handlers never ask pay nothing for it.
         self._identify = identify
@@ -98,7 +99,8 @@ class Context:
     ) -> Context:
         """Capture what the handler may need from a grpc.aio servicer context; ``identify``
         finds the caller's identity from the transport (a verified client certificate)."""
-        metadata = Metadata([(key, value) for key, value in context.invocation_metadata() or ()])
+        # grpc's own tuple of (key, value) pairs, kept rather than copied.
+        metadata = Metadata(context.invocation_metadata() or ())
         return cls(function, metadata, context.peer(), context.time_remaining(), identify)
 
     @property
@@ -126,16 +128,18 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the caller has cancelled, gone away or run out of time."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def set_trailing_metadata(self, key: str, value: MetadataValue) -> None:
         """Add a trailer to send when the call ends (after the last chunk, or with its error)."""
+        if self._trailing_metadata is None:
+            self._trailing_metadata = []
         self._trailing_metadata.append((key.lower(), value))
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
         """The trailers set so far."""
-        return tuple(self._trailing_metadata)
+        return tuple(self._trailing_metadata or ())
 
     def _mark_cancelled(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True

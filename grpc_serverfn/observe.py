@@ -5,20 +5,33 @@ function (grpc's own per-method tooling only ever sees "Invoke").
 An observer is any object with ``call_started(record)``, whose return value is handed back to
 its ``call_ended(record, token)`` (a span, a timer). Both run in the call's own task, so a
 context variable set in ``call_started`` (the current trace span) is seen by the handler.
-With no observers the server skips all of this but the record itself.
+An observer may also have ``flush()``, which the server calls once it has stopped, so that work
+put off with ``Deferred`` is done. With no observers the server skips all of this but the
+record itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import secrets
+import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import grpc.aio
 
-__all__ = ["UNKNOWN_FUNCTION", "CallRecord", "Observer", "Sent"]
+__all__ = ["DEFAULT_DELAY", "UNKNOWN_FUNCTION", "CallRecord", "Deferred", "Observer", "Sent"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("grpc_serverfn.observe")
+
+DEFAULT_DELAY = 0.05
+"""Seconds the end of a call's log line or span may wait to be done with others'."""
 
 UNKNOWN_FUNCTION = "(unknown)"
 """The function label of a call naming no registered function (no server function's name can
@@ -93,7 +106,8 @@ class CallRecord:
 
     @property
     def peer(self) -> str:
-        """The caller's address, e.g. ``ipv4:127.0.0.1:53124`` (kept once read)."""
+        """The caller's address, e.g. ``ipv4:127.0.0.1:53124`` (read when the call starts on a
+        server with observers, and kept)."""
         if self._peer is None:
             self._peer = "" if self.context is None else str(self.context.peer())
         return self._peer
@@ -105,3 +119,58 @@ class Observer(Protocol):
     def call_started(self, record: CallRecord) -> Any: ...
 
     def call_ended(self, record: CallRecord, token: Any) -> None: ...
+
+
+class Deferred(Generic[T]):
+    """Work an observer puts off from the end of each call, done in batches: when ``batch``
+    items are waiting, or ``delay`` seconds after the first of them, or at ``flush()``; with a
+    ``delay`` of 0, at once.
+
+    Why: run once per call, between the call's own grpc work, the logging and tracing
+    libraries' code is cold in the CPU's caches and costs several times what it does in a
+    loop. Measured in a server on 2 cores: a JSON call log line cost 108-116 µs of CPU written
+    at each call's end and 34 µs written 64 at a time. The price is that a line or a span
+    leaves up to ``delay`` later than the call ended (each keeps its real end time).
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[T]], None],
+        *,
+        batch: int = 64,
+        delay: float = DEFAULT_DELAY,
+    ) -> None:
+        self._process = process
+        self._batch = batch if delay > 0 else 1
+        self._delay = delay
+        self._items: list[T] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()  # a server's loop, and whoever calls flush()
+
+    def add(self, item: T) -> None:
+        """Put ``item`` off; outside an event loop it is processed at once."""
+        with self._lock:
+            self._items.append(item)
+            waiting = len(self._items)
+            if waiting < self._batch and self._timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    waiting = self._batch
+                else:
+                    self._timer = loop.call_later(self._delay, self.flush)
+        if waiting >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Process everything waiting now."""
+        with self._lock:
+            items, self._items = self._items, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if items:
+            try:
+                self._process(items)
+            except Exception:
+                logger.exception("observer work put off to the end of %d calls failed", len(items))

@@ -51,8 +51,8 @@ from .store import StreamStore
 from .streaming import (
     MAX_BATCH,
     CallEnded,
+    Stragglers,
     encoding_for,
-    in_own_task,
     message_limits,
     send_coalesced,
     send_each,
@@ -112,6 +112,7 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             functions=[_describe(function) for function in registry]
         )
         self._in_flight = 0
+        self._stragglers = Stragglers()
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
@@ -172,7 +173,11 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
             function = self._registry.get(await self._stream_function(request.resume.stream_id))
         record = CallRecord(UNKNOWN_FUNCTION if function is None else function.name, context)
         observers = self._observers
-        tokens = [observer.call_started(record) for observer in observers] if observers else ()
+        if observers:
+            record.peer  # noqa: B018 - read now: once the caller has cancelled, grpc may say ""
+            tokens = [observer.call_started(record) for observer in observers]
+        else:
+            tokens = []
         try:
             await self._invoke(request, function, record, context)
         finally:
@@ -254,17 +259,18 @@ class ServerFunctionsServicer(serverfn_pb2_grpc.ServerFunctionsServicer):
                     sent=record.sent,
                 )
             else:
-                await in_own_task(
-                    send_each(
+                task = self._stragglers.watch(function.name)
+                try:
+                    await send_each(
                         chunks,
                         context.write,
                         encoding,
                         function.name,
                         max_chunk_bytes=self._max_chunk_bytes,
                         sent=record.sent,
-                    ),
-                    function.name,
-                )
+                    )
+                finally:
+                    self._stragglers.forget(task)
         except CallEnded:
             # The caller cancelled, ran out of time or went away while a chunk was being sent.
             ctx._mark_cancelled()
@@ -703,6 +709,17 @@ class Server:
                 logger.warning("cleanup of cancelled calls still running after shutdown")
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        self.flush_observers()
+
+    def flush_observers(self) -> None:
+        """Have every observer with a ``flush()`` do the work it put off (log lines, spans)."""
+        for observer in self._observers:
+            flush = getattr(observer, "flush", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception:
+                    logger.exception("observer %r failed to flush", observer)
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

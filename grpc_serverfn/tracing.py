@@ -4,7 +4,8 @@
 span when a call starts, as a child of the trace context the caller sent in its metadata (W3C
 ``traceparent``/``tracestate``, through the globally configured propagator), and makes it the
 current span while the handler runs, so the spans a handler makes (in a worker thread too) are
-its children. The span ends with the call, recording its status and how many chunks it sent.
+its children. The span ends with the call, recording its status and how many chunks it sent
+(the end is handed to the SDK in batches, ``observe.Deferred``, with the call's end time).
 
 Naming follows the RPC semantic conventions' ``$package.$service/$method``, with the function
 appended, because every call is the one method ``Invoke``: ``serverfn.v1.ServerFunctions/Invoke
@@ -25,6 +26,7 @@ loads OpenTelemetry unless the application uses it, so tracing costs nothing whe
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -32,7 +34,7 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.propagators.textmap import Getter
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 except ImportError as error:
     raise ImportError(
         "grpc_serverfn.tracing needs OpenTelemetry: pip install 'grpc-serverfn[otel]'"
@@ -41,7 +43,7 @@ except ImportError as error:
 import grpc
 
 from ._version import __version__
-from .observe import CallRecord
+from .observe import DEFAULT_DELAY, CallRecord, Deferred
 from .server import SERVICE_NAME
 
 __all__ = ["SERVER_ERROR_CODES", "OpenTelemetryTracing"]
@@ -81,14 +83,18 @@ _GETTER = _MetadataGetter()
 
 class OpenTelemetryTracing:
     """An observer that traces every call; ``tracer_provider`` defaults to the global one
-    (looked up as spans start, so one configured after this is made is still used)."""
+    (looked up as spans start, so one configured after this is made is still used). A span's
+    end waits at most ``delay`` seconds to be handed to the SDK with others (0: at once)."""
 
-    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+    def __init__(
+        self, tracer_provider: trace.TracerProvider | None = None, *, delay: float = DEFAULT_DELAY
+    ) -> None:
         self._tracer = trace.get_tracer(
             "grpc_serverfn", __version__, tracer_provider=tracer_provider
         )
         # Checked at the first call, by when the application has set its provider up if at all.
         self._check_global_provider = tracer_provider is None
+        self._ends: Deferred[tuple[Span, CallRecord, int]] = Deferred(self._end, delay=delay)
 
     def call_started(self, record: CallRecord) -> Any:
         """Start the call's span and make it current for the handler."""
@@ -114,28 +120,38 @@ class OpenTelemetryTracing:
         return span, token
 
     def call_ended(self, record: CallRecord, token: Any) -> None:
-        """Record how the call ended and end its span."""
+        """Restore the context and put the end of the span off to a batch (``Deferred``); the
+        span keeps the time the call ended."""
         span, attached = token
-        try:
-            if span.is_recording():
-                code = record.code
-                sent = record.sent
-                attributes: dict[str, str | int | bool] = {
-                    "rpc.grpc.status_code": code.value[0],
-                    "serverfn.call_id": record.call_id,
-                    "serverfn.chunks": sent.chunks,
-                    "serverfn.messages": sent.messages,
-                    "serverfn.cancelled": record.cancelled,
-                    "serverfn.resumed": record.resumed,
-                }
-                _add_peer(attributes, record.peer)
-                if code in SERVER_ERROR_CODES:
-                    attributes["error.type"] = code.name
-                    span.set_status(Status(StatusCode.ERROR, record.error_message or code.name))
-                span.set_attributes(attributes)
+        otel_context.detach(attached)
+        if span.is_recording():
+            self._ends.add((span, record, time.time_ns()))
+        else:
             span.end()
-        finally:
-            otel_context.detach(attached)
+
+    def flush(self) -> None:
+        """End every span put off so far."""
+        self._ends.flush()
+
+    @staticmethod
+    def _end(ends: list[tuple[Span, CallRecord, int]]) -> None:
+        for span, record, ended in ends:
+            code = record.code
+            sent = record.sent
+            attributes: dict[str, str | int | bool] = {
+                "rpc.grpc.status_code": code.value[0],
+                "serverfn.call_id": record.call_id,
+                "serverfn.chunks": sent.chunks,
+                "serverfn.messages": sent.messages,
+                "serverfn.cancelled": record.cancelled,
+                "serverfn.resumed": record.resumed,
+            }
+            _add_peer(attributes, record.peer)
+            if code in SERVER_ERROR_CODES:
+                attributes["error.type"] = code.name
+                span.set_status(Status(StatusCode.ERROR, record.error_message or code.name))
+            span.set_attributes(attributes)
+            span.end(end_time=ended)
 
 
 def _warn_if_unconfigured() -> None:

@@ -194,3 +194,47 @@ def test_log_payloads_without_the_call_log_is_a_usage_error() -> None:
     with serving("tests.app:fns", "--no-call-log", "--log-payloads") as server:
         assert server.wait(PROMPTLY) == 2
         assert "--log-payloads needs the call log" in server.log
+
+
+def test_lines_wait_for_their_batch_keep_their_time_and_are_all_written_at_stop(
+    calls: pytest.LogCaptureFixture,
+) -> None:
+    # A minute's delay: nothing but the server's stop can write these lines.
+    with run_in_thread(app.fns, observers=[CallLog(delay=60)]) as server:
+        before = time.time()
+        with server.client() as client:
+            for n in (1, 2, 3):
+                assert list(client.invoke("count_async", {"n": n})) == list(range(n))
+        after = time.time()
+        time.sleep(0.3)
+        assert [r for r in calls.records if r.name == LOGGER_NAME] == []
+    lines = call_lines(calls, 3)
+    assert [line.serverfn_chunks for line in lines] == [1, 2, 3]  # type: ignore[attr-defined]
+    for line in lines:
+        # The time the call ended, not the time the batch was written.
+        assert before <= line.created <= after
+        assert line.msecs == int((line.created - int(line.created)) * 1000)
+
+
+def test_a_full_batch_is_written_without_waiting_for_its_delay(
+    calls: pytest.LogCaptureFixture,
+) -> None:
+    with run_in_thread(app.fns, observers=[CallLog(delay=60)]) as server:
+        with server.client() as client:
+            for _ in range(64):
+                assert list(client.invoke("count_async", {"n": 1})) == [0]
+            assert len(call_lines(calls, 64)) == 64  # before the server stops
+            assert list(client.invoke("count_async", {"n": 1})) == [0]
+        time.sleep(0.3)
+        assert len([r for r in calls.records if r.name == LOGGER_NAME]) == 64
+    assert len(call_lines(calls, 65)) == 65
+
+
+def test_with_no_delay_each_line_is_written_as_its_call_ends(
+    calls: pytest.LogCaptureFixture,
+) -> None:
+    with run_in_thread(app.fns, observers=[CallLog(delay=0)]) as server, server.client() as client:
+        for n in (1, 2):
+            assert list(client.invoke("count_async", {"n": n})) == list(range(n))
+            # Written before the server ended the call, so before the caller saw its end.
+            assert len([r for r in calls.records if r.name == LOGGER_NAME]) == n

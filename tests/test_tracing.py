@@ -373,3 +373,20 @@ def test_serve_trace_warns_when_no_sdk_is_configured() -> None:
         with Client(process.wait_serving()) as client:
             assert client.call("echo_async", 1) == 1
         process.wait_for_line("tracing is on, but no OpenTelemetry SDK is configured")
+
+
+def test_span_ends_wait_for_their_batch_keep_their_time_and_are_all_ended_at_stop() -> None:
+    # A minute's delay: nothing but the server's stop can end these spans.
+    tracing = OpenTelemetryTracing(tracer_provider=provider, delay=60)
+    with run_in_thread(fns, observers=[tracing]) as running:
+        before = time.time_ns()
+        with running.client() as client, tracer.start_as_current_span("caller") as caller:
+            assert list(client.invoke("count", 3)) == [0, 1, 2]
+        after = time.time_ns()
+        time.sleep(0.3)
+        assert server_spans("count", 0) == []
+    [span] = server_spans("count")
+    assert_child_of(span, caller)
+    assert span.end_time is not None
+    assert before <= span.end_time <= after  # the call's end, not the batch's
+    assert (span.attributes or {})["serverfn.chunks"] == 3
