@@ -192,8 +192,8 @@ def test_a_slow_reader_holds_the_generator_back(
 def test_a_handler_that_swallows_cancellation_is_still_ended(
     server: RunningServer, coalesce: bool, ending: str
 ) -> None:
-    """The handler runs in a task the server owns, so the server cancels it again until it
-    gives in (grpc cancels its own RPC task once, and the handler swallowed that)."""
+    """grpc cancels a call's task once, and the handler swallowed that: the server cancels it
+    again until it gives in (its producer task when coalescing, the call's task otherwise)."""
     key, probe = new_probe()
     with Client(server.target, coalesce=coalesce) as client:
         timeout = 1.0 if ending == "deadline" else None
