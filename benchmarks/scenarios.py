@@ -1,7 +1,7 @@
 """What the benchmark measures, from the client process, against servers in their own processes.
 
 (a) one long stream at a time: chunks/s; (e) the server's CPU time per chunk during it.
-(b) C concurrent streams on one channel: aggregate chunks/s.
+(b) C concurrent streams on one channel: aggregate chunks/s, and server CPU time per chunk.
 (c) K sequential short calls of 3 chunks per run: time to the first chunk and to the end.
 (d) the server's peak RSS after (a)-(c); and its RSS growth per open idle stream, each run on a
     freshly started server.
@@ -237,6 +237,7 @@ def concurrent_streams(
 ) -> list[Section]:
     """(b) for each concurrency C: C streams of ``concurrent_chunks`` at once on one channel."""
     count, size = sizes.concurrent_chunks, sizes.chunk_bytes
+    server_of = {spec.key: servers[spec.server] for spec in specs}
     sections = []
     for streams in sizes.concurrency:
         rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs if spec.concurrent]
@@ -254,10 +255,16 @@ def concurrent_streams(
         async def measure(
             driver: Driver, row: RowResult, at_once: Callable[..., Awaitable[int]] = at_once
         ) -> None:
+            server = server_of[row.key]
+            cpu_before = server.cpu_seconds()
             received, elapsed = await _for_at_least(
                 sizes.min_run_seconds, lambda: at_once(driver, count)
             )
+            cpu = server.cpu_seconds() - cpu_before
             row.values.setdefault(CHUNKS_PER_S.key, Measurement([])).runs.append(received / elapsed)
+            row.values.setdefault(CPU_PER_CHUNK.key, Measurement([])).runs.append(
+                1e6 * cpu / received
+            )
 
         what = f"(b) {streams} concurrent streams of {count:,} chunks"
         _in_rounds(what, rows, servers, sizes.runs, warm, measure)
@@ -265,8 +272,8 @@ def concurrent_streams(
             Section(
                 f"b_concurrent_{streams}",
                 f"(b) {streams} concurrent streams of {count:,} chunks each, one channel:"
-                " aggregate chunks/s",
-                (CHUNKS_PER_S,),
+                " aggregate chunks/s, and the server's CPU time per chunk",
+                (CHUNKS_PER_S, CPU_PER_CHUNK),
                 [row for _, row in rows],
             )
         )

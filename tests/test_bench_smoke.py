@@ -34,8 +34,8 @@ EXPECTED_ROWS = {
 }
 EXPECTED_FIGURES = {
     "a_single_stream": {"chunks_per_s"},
-    "b_concurrent_16": {"chunks_per_s"},
-    "b_concurrent_64": {"chunks_per_s"},
+    "b_concurrent_16": {"chunks_per_s", "cpu_us_per_chunk"},
+    "b_concurrent_64": {"chunks_per_s", "cpu_us_per_chunk"},
     "c_short_calls": {
         "first_chunk_p50_ms",
         "first_chunk_p99_ms",
