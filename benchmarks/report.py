@@ -62,6 +62,8 @@ class RowResult:
     error_kind: str | None = None
     """``"coalesce-unsupported"`` when the clients take no ``coalesce=`` yet, else ``"error"``."""
     note: str | None = None
+    versus: str | None = None
+    """The key of the row this one is compared with, round by round."""
 
     def fail(self, error: BaseException, kind: str = "error") -> None:
         """Record ``error`` as the row's outcome; figures measured before it are dropped."""
@@ -89,6 +91,17 @@ class Section:
         denominator = base.values[figure.key].median
         return row.values[figure.key].median / denominator if denominator else None
 
+    def paired(self, row: RowResult, figure: Figure) -> Measurement | None:
+        """``row / row.versus`` for ``figure``, round by round: the ratio of the runs taken in
+        the same round (next to each other in time), so the machine's drift cancels out."""
+        other = next((r for r in self.rows if r.key == row.versus), None)
+        if other is None or figure.key not in row.values or figure.key not in other.values:
+            return None
+        mine, theirs = row.values[figure.key].runs, other.values[figure.key].runs
+        if len(mine) != len(theirs) or not all(theirs):
+            return None
+        return Measurement([a / b for a, b in zip(mine, theirs, strict=True)])
+
     @property
     def better(self) -> str:
         kinds = {figure.better for figure in self.figures}
@@ -113,6 +126,14 @@ def to_json(meta: dict[str, Any], sections: Sequence[Section]) -> dict[str, Any]
                     "runs": measured.runs,
                     "ratio": section.ratio(row, figure),
                 }
+                if (paired := section.paired(row, figure)) is not None:
+                    figures[figure.key]["versus"] = {
+                        "row": row.versus,
+                        "median": paired.median,
+                        "min": paired.low,
+                        "max": paired.high,
+                        "ratios": paired.runs,
+                    }
             rows.append(
                 {
                     "key": row.key,
@@ -182,8 +203,34 @@ def _render_section(section: Section, figures: Sequence[Figure], title: str) -> 
         yield f"  {'*' * index} {note}"
 
 
+def _render_paired(sections: Sequence[Section]) -> Iterator[str]:
+    lines = []
+    for section in sections:
+        for row in section.rows:
+            for figure in section.figures:
+                paired = section.paired(row, figure)
+                if paired is not None:
+                    what = f"{section.key} {figure.header}"
+                    spread = f"{paired.low:.2f}-{paired.high:.2f}x"
+                    lines.append(
+                        [what, f"{row.key} / {row.versus}", f"{paired.median:.2f}x", spread]
+                    )
+    if not lines:
+        return
+    yield (
+        "Paired: a row / the row it is compared with, in the same round (median of the"
+        " per-round ratios, their min-max)"
+    )
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    for line in lines:
+        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(line[2:], widths[2:], strict=True)]
+        yield "  " + "  ".join(cells).rstrip()
+
+
 def render(sections: Sequence[Section], header: Sequence[str]) -> str:
-    """The report as text: ``header`` lines, then one table per section (figures two by two)."""
+    """The report as text: ``header`` lines, then one table per section (figures two by two),
+    then the paired comparisons."""
     out = [*header, ""]
     for section in sections:
         for start in range(0, len(section.figures), 2):
@@ -192,4 +239,5 @@ def render(sections: Sequence[Section], header: Sequence[str]) -> str:
             if len(section.figures) > 2:
                 title += f" [{', '.join(figure.header for figure in figures)}]"
             out += [*_render_section(section, figures, f"{title}; {section.better}"), ""]
+    out += [*_render_paired(sections), ""]
     return "\n".join(out).rstrip() + "\n"

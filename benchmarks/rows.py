@@ -34,6 +34,8 @@ class RowSpec:
     make: Callable[[ServerProcess], Driver]
     concurrent: bool = True
     """Whether it takes part in the concurrent-streams scenario (asyncio clients only)."""
+    versus: str | None = None
+    """The row this one is compared with round by round (see ``report.paired``)."""
 
 
 ROWS: tuple[RowSpec, ...] = (
@@ -60,12 +62,14 @@ ROWS: tuple[RowSpec, ...] = (
         "serverfn async gen, AsyncClient, coalesce off, metrics+traces+logs",
         "serverfn-observed",
         lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=False),
+        versus="serverfn-async",
     ),
     RowSpec(
         "serverfn-observed-coalesce",
         "serverfn async gen, AsyncClient, coalesce on, metrics+traces+logs",
         "serverfn-observed",
         lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=True),
+        versus="serverfn-async-coalesce",
     ),
     RowSpec(
         "serverfn-sync-client",

@@ -186,8 +186,8 @@ def single_stream(
 ) -> tuple[Section, Section]:
     """(a) streams of ``chunks``, one at a time: chunks/s; and (e) server CPU µs per chunk."""
     count, size = sizes.chunks, sizes.chunk_bytes
-    rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs]
-    cpus = {spec.key: RowResult(spec.key, spec.label) for spec in specs}
+    rows = [(spec, RowResult(spec.key, spec.label, versus=spec.versus)) for spec in specs]
+    cpus = {spec.key: RowResult(spec.key, spec.label, versus=spec.versus) for spec in specs}
     server_of = {spec.key: servers[spec.server] for spec in specs}
 
     async def warm(driver: Driver) -> None:
@@ -240,7 +240,11 @@ def concurrent_streams(
     server_of = {spec.key: servers[spec.server] for spec in specs}
     sections = []
     for streams in sizes.concurrency:
-        rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs if spec.concurrent]
+        rows = [
+            (spec, RowResult(spec.key, spec.label, versus=spec.versus))
+            for spec in specs
+            if spec.concurrent
+        ]
 
         async def at_once(driver: Driver, chunks: int, streams: int = streams) -> int:
             assert isinstance(driver, AsyncDriver)
@@ -292,7 +296,7 @@ def short_calls(
 ) -> Section:
     """(c) ``calls`` sequential calls of 3 chunks per run: first-chunk and end times."""
     calls, size = sizes.calls, sizes.chunk_bytes
-    rows = [(spec, RowResult(spec.key, spec.label)) for spec in specs]
+    rows = [(spec, RowResult(spec.key, spec.label, versus=spec.versus)) for spec in specs]
 
     async def warm(driver: Driver) -> None:
         for _ in range(min(calls, 20)):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -49,19 +49,31 @@ def _process_cpu_clock(pid: int) -> int | None:
 class ServerProcess:
     """One benchmark server in a child process; use as a context manager or ``stop()`` it."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        wrapper: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        start_seconds: float = _START_SECONDS,
+        stop_seconds: float = _STOP_SECONDS,
+    ) -> None:
+        """``wrapper`` goes before the command (e.g. valgrind); ``env`` replaces the
+        environment; a slow wrapper needs longer to start and to stop."""
         self.kind = kind
+        self._stop_seconds = stop_seconds
         self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"bench-{kind}-")  # noqa: SIM115 - closed by stop()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.serve", kind],
+            [*wrapper, sys.executable, "-m", "benchmarks.serve", kind],
             cwd=ROOT,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
             start_new_session=True,
         )
         try:
-            self.port = self._read_port()
+            self.port = self._read_port(start_seconds)
         except BaseException:
             self.stop()
             raise
@@ -82,10 +94,10 @@ class ServerProcess:
         """``host:port``, for grpcio channels."""
         return f"{HOST}:{self.port}"
 
-    def _read_port(self) -> int:
+    def _read_port(self, seconds: float) -> int:
         stdout = self._process.stdout
         assert stdout is not None
-        deadline = time.monotonic() + _START_SECONDS
+        deadline = time.monotonic() + seconds
         with selectors.DefaultSelector() as selector:
             selector.register(stdout, selectors.EVENT_READ)
             while (remaining := deadline - time.monotonic()) > 0:
@@ -144,7 +156,7 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                process.wait(_STOP_SECONDS)
+                process.wait(self._stop_seconds)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)

@@ -58,3 +58,17 @@ ensure_node_packages() {
     echo "$want" > "$stamp"
   fi
 }
+
+# ensure_valgrind: valgrind (from Debian's packages when missing and we are root), for
+# scripts/bench-instructions and its smoke test.
+ensure_valgrind() {
+  if ! command -v valgrind >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing valgrind (apt-get)" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+    else
+      echo "scripts/bench-instructions needs valgrind on PATH (apt-get install valgrind)" >&2
+      return 1
+    fi
+  fi
+}

@@ -173,3 +173,33 @@ def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "unknown row nope" in refused.stderr
+
+
+def test_observed_rows_are_compared_round_by_round_with_their_plain_rows(
+    smoke: SmokeRun,
+) -> None:
+    pairs = {row.key: row.versus for row in ROWS if row.versus is not None}
+    assert pairs == {
+        "serverfn-observed": "serverfn-async",
+        "serverfn-observed-coalesce": "serverfn-async-coalesce",
+    }
+    scenarios = smoke.results["scenarios"]
+    for key in ("a_single_stream", "b_concurrent_16", "c_short_calls", "e_cpu_per_chunk"):
+        rows = {row["key"]: row for row in scenarios[key]["rows"]}
+        for observed, plain in pairs.items():
+            for name, figure in rows[observed]["figures"].items():
+                versus = figure["versus"]
+                assert versus["row"] == plain
+                # One run each in a smoke run: the paired ratio is the ratio of the two runs.
+                expected = figure["runs"][0] / rows[plain]["figures"][name]["runs"][0]
+                assert versus["ratios"] == [pytest.approx(expected)]
+            line = next(
+                text
+                for text in smoke.stdout.splitlines()
+                if text.strip().startswith(key) and f"{observed} / {plain}" in text
+            )
+            assert line.rstrip().endswith("x"), line
+    assert "Paired: a row / the row it is compared with" in smoke.stdout
+    assert all(
+        "versus" not in f for f in scenarios["a_single_stream"]["rows"][0]["figures"].values()
+    )

@@ -1,0 +1,192 @@
+"""``scripts/bench-instructions``: what observability costs the server, in instructions.
+
+Wall-clock rates on a shared machine move by 15-30% from one run to the next, far more than
+the few percent that metrics, traces and call logs cost; an instruction count does not. This
+runs the benchmark server under valgrind's callgrind, once plain and once per set of
+observers, drives a fixed workload against it, and counts the instructions the server process
+executed (all its threads). Each count is taken twice, with ``--rounds LOW,HIGH`` rounds of the
+workload, and the difference divided by ``HIGH - LOW``, so starting and stopping the server
+(imports, grpc's start-up) cancel out.
+
+Workloads (coalescing on, as the clients default):
+    streams   16 concurrent streams of 1,500 chunks: the throughput figure where a per-call
+              cost weighs most, each stream being short (scripts/bench's (b))
+    short     100 sequential calls of 3 chunks: per-call cost at its plainest (scripts/bench's (c))
+
+Needs valgrind (Debian's package). About a minute per workload and observer set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .drivers import ServerfnAsyncDriver
+from .run import machine_info
+from .scenarios import progress
+from .serve import OBSERVERS_ENV
+from .servers import ROOT, ServerProcess
+
+__all__ = ["WORKLOADS", "count_instructions", "main"]
+
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "instructions.json"
+STREAMS, STREAM_CHUNKS = 16, 1_500
+SHORT_CALLS, SHORT_CHUNKS = 100, 3
+CHUNK_BYTES = 64
+WORKLOADS = {
+    "streams": (STREAMS, f"{STREAMS} concurrent streams of {STREAM_CHUNKS:,} chunks"),
+    "short": (SHORT_CALLS, f"{SHORT_CALLS} sequential calls of {SHORT_CHUNKS} chunks"),
+}
+"""Each workload's calls per round and description."""
+
+_TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
+
+
+async def _drive(address: str, workload: str, rounds: int) -> None:
+    driver = ServerfnAsyncDriver(address, "stream", coalesce=True)
+    try:
+        for _ in range(rounds):
+            if workload == "streams":
+                calls = [driver.drain(STREAM_CHUNKS, CHUNK_BYTES) for _ in range(STREAMS)]
+                counts = await asyncio.gather(*calls)
+                assert counts == [STREAM_CHUNKS] * STREAMS, counts
+            else:
+                for _ in range(SHORT_CALLS):
+                    count = (await driver.timed_call(SHORT_CHUNKS, CHUNK_BYTES))[2]
+                    assert count == SHORT_CHUNKS, count
+    finally:
+        await driver.aclose()
+
+
+def count_instructions(observers: str | None, workload: str, rounds: int) -> int:
+    """Instructions the server executed, start to exit, serving ``rounds`` of ``workload``;
+    ``observers`` None is the plain server, else the observed one with those observers."""
+    env = dict(os.environ)
+    kind = "serverfn"
+    if observers is not None:
+        kind, env[OBSERVERS_ENV] = "serverfn-observed", observers
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+        out = Path(folder) / "callgrind.out"
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        with ServerProcess(
+            kind, wrapper=wrapper, env=env, start_seconds=300, stop_seconds=300
+        ) as server:
+            asyncio.run(_drive(server.address, workload, rounds))
+        found = _TOTAL.search(out.read_bytes()) if out.exists() else None
+        if found is None:
+            raise RuntimeError(f"callgrind wrote no total for the {kind} server")
+        return int(found.group(1))
+
+
+def _rounds(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, not {text!r}") from None
+    if not 0 <= low < high:
+        raise argparse.ArgumentTypeError(f"needs 0 <= LOW < HIGH, not {text}")
+    return low, high
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench-instructions",
+        description="Instructions the benchmark server executes per round of a workload,"
+        " plain and with observers (valgrind callgrind).",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)",
+    )
+    parser.add_argument(
+        "--observers",
+        action="append",
+        metavar="SET",
+        help="an observer set to measure, e.g. metrics,traces,logs or traces; repeatable"
+        " (default: metrics,traces,logs, then each alone)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=(1, 3),
+        metavar="LOW,HIGH",
+        help="rounds in the two counts whose difference is taken (default 1,3)",
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH")
+    return parser
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for workload in dict.fromkeys(result["workload"] for result in results):
+        calls, description = WORKLOADS[workload]
+        lines.append(f"{workload}: {description} per round (coalescing on)")
+        rows = [r for r in results if r["workload"] == workload]
+        plain = next(r for r in rows if r["observers"] is None)["per_round"]
+        header = ("server", "M instr/round", "k instr/call", "+k instr/call", "/ plain")
+        cells = [header]
+        for row in rows:
+            per_round = row["per_round"]
+            cells.append(
+                (
+                    row["observers"] or "plain",
+                    f"{per_round / 1e6:,.1f}",
+                    f"{per_round / calls / 1e3:,.0f}",
+                    f"{(per_round - plain) / calls / 1e3:+,.0f}",
+                    f"{per_round / plain:.3f}x",
+                )
+            )
+        widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+        for line in cells:
+            text = [line[0].ljust(widths[0])]
+            text += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+            lines.append("  " + "  ".join(text))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        _parser().error(f"unknown workload {', '.join(unknown)}")
+    low, high = args.rounds
+    sets = args.observers or ["metrics,traces,logs", "metrics", "traces", "logs"]
+    started = time.monotonic()
+    results = []
+    for workload in workloads:
+        for observers in [None, *sets]:
+            progress(f"{workload}: {observers or 'plain'} server, {low} and {high} rounds")
+            counts = [count_instructions(observers, workload, rounds) for rounds in (low, high)]
+            per_round = (counts[1] - counts[0]) / (high - low)
+            results.append(
+                {
+                    "workload": workload,
+                    "observers": observers,
+                    "counts": counts,
+                    "per_round": per_round,
+                }
+            )
+    meta = machine_info() | {"rounds": [low, high], "wall_seconds": time.monotonic() - started}
+    sys.stdout.write(f"grpc-serverfn server instructions (valgrind callgrind), {meta['date']}\n\n")
+    sys.stdout.write(_table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    progress(f"wrote {args.json.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

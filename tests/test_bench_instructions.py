@@ -1,0 +1,56 @@
+"""scripts/bench-instructions: a smallest run counts, under valgrind, the instructions of a
+plain and an observed server for one workload, and reports them as a table and JSON (no
+thresholds: what it measures is a benchmark's, not a test's; this keeps it from rotting)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_smallest_run_counts_both_servers_and_reports_them(tmp_path: Path) -> None:
+    out = tmp_path / "instructions.json"
+    command = [str(ROOT / "scripts" / "bench-instructions"), "--workloads", "short"]
+    result = subprocess.run(
+        [*command, "--observers", "logs", "--rounds", "0,1", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [(r["workload"], r["observers"]) for r in results] == [
+        ("short", None),
+        ("short", "logs"),
+    ]
+    for row in results:
+        idle, one_round = row["counts"]
+        # Serving a round of 100 calls costs the server instructions beyond starting up.
+        assert 0 < idle < one_round, row
+        assert row["per_round"] == one_round - idle
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("grpc-serverfn server instructions (valgrind callgrind)")
+    assert any(line.split()[:1] == ["plain"] and line.endswith("1.000x") for line in lines)
+    assert any(line.split()[:1] == ["logs"] and line.endswith("x") for line in lines)
+
+
+def test_unknown_workloads_and_bad_rounds_are_refused() -> None:
+    for arguments, message in (
+        (["--workloads", "nope"], "unknown workload nope"),
+        (["--rounds", "3,1"], "needs 0 <= LOW < HIGH"),
+    ):
+        refused = subprocess.run(
+            [str(ROOT / "scripts" / "bench-instructions"), *arguments],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert message in refused.stderr
