@@ -179,6 +179,8 @@ async def send_each(
             try:
                 await write(message)
             except asyncio.CancelledError:
+                # grpc had the message before the cancel came: the caller may well have it.
+                seq += 1
                 raise
             except Exception:
                 raise CallEnded from None
@@ -379,8 +381,16 @@ class _Packer:
     async def _flush(self, payloads: list[Any]) -> None:
         if not payloads:
             return
-        await write_or_end(self._write, chunk_message(payloads, self._seq, self._encoding))
-        self._seq += len(payloads)
+        try:
+            await write_or_end(self._write, chunk_message(payloads, self._seq, self._encoding))
+        except asyncio.CancelledError:
+            # grpc had the message before the cancel came: the caller may well have it.
+            self._count(len(payloads))
+            raise
+        self._count(len(payloads))
+
+    def _count(self, chunks: int) -> None:
+        self._seq += chunks
         sent = self._sent
         if not sent.messages:
             sent.first_at = time.perf_counter()
