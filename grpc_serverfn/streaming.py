@@ -25,10 +25,10 @@ from .errors import Internal, InvalidArgument, ResourceExhausted
 from .observe import Sent
 
 __all__ = [
-    "Stragglers",
     "MAX_BATCH",
     "CallEnded",
     "Encoding",
+    "Stragglers",
     "Write",
     "chunk_message",
     "encoding_for",
@@ -160,7 +160,7 @@ async def send_each(
     function: str,
     *,
     max_chunk_bytes: int,
-    sent: Sent | None = None,
+    sent: Sent,
 ) -> None:
     """Write every chunk as its own message (what callers that did not opt in get), counting
     them in ``sent``."""
@@ -184,12 +184,11 @@ async def send_each(
                 raise
             except Exception:
                 raise CallEnded from None
-            if not seq and sent is not None:
+            if not seq:
                 sent.first_at = time.perf_counter()
             seq += 1
     finally:
-        if sent is not None:
-            sent.chunks = sent.messages = seq
+        sent.chunks = sent.messages = seq
 
 
 class Stragglers:
@@ -258,14 +257,14 @@ async def send_coalesced(
     max_batch: int,
     max_batch_bytes: int,
     max_chunk_bytes: int,
-    sent: Sent | None = None,
+    sent: Sent,
 ) -> None:
     """Write the chunks, packing those produced while a write is in flight into one message.
 
     The handler runs in a producer task (so it can advance while a write is in flight); an
     error it raises reaches the caller after every chunk it produced before.
     """
-    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes, sent or Sent())
+    packer = _Packer(write, encoding, function, max_batch_bytes, max_chunk_bytes, sent)
     buffer: collections.deque[tuple[Any, int]] = collections.deque()  # payloads and sizes
     buffered = 0  # the buffer's size, in the byte bound's units
     have_chunks = asyncio.Event()
@@ -323,7 +322,6 @@ class _Packer:
         "_max_bytes",
         "_max_chunk_bytes",
         "_sent",
-        "_seq",
         "_write",
     )
 
@@ -343,7 +341,6 @@ class _Packer:
         self._max_bytes = max_bytes
         self._max_chunk_bytes = max_chunk_bytes
         self._encoded = 0  # chunks encoded: the next one's seq
-        self._seq = 0  # chunks written
 
     def encode(self, value: Any) -> tuple[Any, int]:
         """The chunk's payload and size; raises the error that ends the call if it cannot go."""
@@ -381,8 +378,9 @@ class _Packer:
     async def _flush(self, payloads: list[Any]) -> None:
         if not payloads:
             return
+        message = chunk_message(payloads, self._sent.chunks, self._encoding)
         try:
-            await write_or_end(self._write, chunk_message(payloads, self._seq, self._encoding))
+            await write_or_end(self._write, message)
         except asyncio.CancelledError:
             # grpc had the message before the cancel came: the caller may well have it.
             self._count(len(payloads))
@@ -390,9 +388,8 @@ class _Packer:
         self._count(len(payloads))
 
     def _count(self, chunks: int) -> None:
-        self._seq += chunks
         sent = self._sent
         if not sent.messages:
             sent.first_at = time.perf_counter()
         sent.messages += 1
-        sent.chunks = self._seq
+        sent.chunks += chunks
