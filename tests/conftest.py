@@ -73,17 +73,24 @@ def generated_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def regenerate(script: str, out: Path) -> None:
-    """Run a generator, ``scripts/<script> OUT``, with this interpreter's tools."""
-    result = subprocess.run(
-        [str(ROOT / "scripts" / script), str(out)],
+def run_script(
+    script: str, *arguments: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<script> ARGUMENTS...`` from the repository root, capturing its output."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / script), *arguments],
         cwd=ROOT,
-        env={**os.environ, "PYTHON": sys.executable},
+        env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def regenerate(script: str, out: Path) -> None:
+    """Run a generator, ``scripts/<script> OUT``, with this interpreter's tools."""
+    result = run_script(script, str(out), env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, f"scripts/{script} failed:\n{result.stdout}{result.stderr}"
 
 

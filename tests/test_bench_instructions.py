@@ -5,22 +5,17 @@ thresholds: what it measures is a benchmark's, not a test's; this keeps it from 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_script
 
 
 def test_a_smallest_run_counts_both_servers_and_reports_them(tmp_path: Path) -> None:
     out = tmp_path / "instructions.json"
-    command = [str(ROOT / "scripts" / "bench-instructions"), "--workloads", "short"]
-    result = subprocess.run(
-        [*command, "--observers", "logs", "--rounds", "0,1", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_script(
+        "bench-instructions",
+        *("--workloads", "short", "--observers", "logs", "--rounds", "0,1", "--json", str(out)),
         timeout=600,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())["results"]
@@ -44,13 +39,6 @@ def test_unknown_workloads_and_bad_rounds_are_refused() -> None:
         (["--workloads", "nope"], "unknown workload nope"),
         (["--rounds", "3,1"], "needs 0 <= LOW < HIGH"),
     ):
-        refused = subprocess.run(
-            [str(ROOT / "scripts" / "bench-instructions"), *arguments],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        refused = run_script("bench-instructions", *arguments)
         assert refused.returncode == 2, refused.stderr
         assert message in refused.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import inspect
 import json
 import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from benchmarks.rows import ROWS, SERVER_LABELS
 from benchmarks.serve import KINDS
 from grpc_serverfn import AsyncClient, Client
-from tests.conftest import assert_same_files, regenerate
+from tests.conftest import assert_same_files, regenerate, run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ("_proto", "_betterproto")
@@ -62,14 +61,7 @@ class SmokeRun:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_script("bench", "--smoke", "--json", str(out))
     assert result.returncode == 0, f"scripts/bench --smoke failed:\n{result.stdout}{result.stderr}"
     return SmokeRun(result.stdout, result.stderr, json.loads(out.read_text()))
 
@@ -146,15 +138,7 @@ def test_generated_bench_code_has_not_drifted_from_the_proto(tmp_path: Path) -> 
 
 def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
-    command = [str(ROOT / "scripts" / "bench"), "--smoke", "--rows", "serverfn-observed"]
-    result = subprocess.run(
-        [*command, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_script("bench", "--smoke", "--rows", "serverfn-observed", "--json", str(out))
     assert result.returncode == 0, result.stderr
     scenarios = json.loads(out.read_text())["scenarios"]
     single = [row["key"] for row in scenarios["a_single_stream"]["rows"]]
@@ -163,14 +147,7 @@ def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
         "baseline",
         "serverfn-observed",
     ]
-    refused = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--rows", "nope"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = run_script("bench", "--rows", "nope", timeout=60)
     assert refused.returncode == 2
     assert "unknown row nope" in refused.stderr
 
