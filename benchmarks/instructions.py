@@ -32,19 +32,19 @@ from typing import Any
 
 from .drivers import ServerfnAsyncDriver
 from .run import machine_info
-from .scenarios import progress
+from .scenarios import SHORT_CALL_CHUNKS, progress
 from .serve import OBSERVERS_ENV
 from .servers import ROOT, ServerProcess
+from .workload import CHUNK_BYTES
 
 __all__ = ["WORKLOADS", "count_instructions", "main"]
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "instructions.json"
 STREAMS, STREAM_CHUNKS = 16, 1_500
-SHORT_CALLS, SHORT_CHUNKS = 100, 3
-CHUNK_BYTES = 64
+SHORT_CALLS = 100
 WORKLOADS = {
     "streams": (STREAMS, f"{STREAMS} concurrent streams of {STREAM_CHUNKS:,} chunks"),
-    "short": (SHORT_CALLS, f"{SHORT_CALLS} sequential calls of {SHORT_CHUNKS} chunks"),
+    "short": (SHORT_CALLS, f"{SHORT_CALLS} sequential calls of {SHORT_CALL_CHUNKS} chunks"),
 }
 """Each workload's calls per round and description."""
 
@@ -61,8 +61,8 @@ async def _drive(address: str, workload: str, rounds: int) -> None:
                 assert counts == [STREAM_CHUNKS] * STREAMS, counts
             else:
                 for _ in range(SHORT_CALLS):
-                    count = (await driver.timed_call(SHORT_CHUNKS, CHUNK_BYTES))[2]
-                    assert count == SHORT_CHUNKS, count
+                    count = (await driver.timed_call(SHORT_CALL_CHUNKS, CHUNK_BYTES))[2]
+                    assert count == SHORT_CALL_CHUNKS, count
     finally:
         await driver.aclose()
 
