@@ -60,6 +60,8 @@ class FunctionInfo:
     input_required: bool
     input_schema: dict[str, Any] | None
     output_schema: dict[str, Any] | None
+    resumable: bool
+    """Whether calls are resumable streams: they announce a stream id and can be resumed."""
 
 
 CallOptions = dict[str, Any]
@@ -453,6 +455,7 @@ def function_infos(response: serverfn_pb2.ListFunctionsResponse) -> list[Functio
             output_schema=codec.struct_to_dict(info.output_schema)
             if info.HasField("output_schema")
             else None,
+            resumable=info.resumable,
         )
         for info in response.functions
     ]

@@ -626,6 +626,7 @@ def _list(args: argparse.Namespace) -> int:
                 "input_required": info.input_required,
                 "input_schema": info.input_schema,
                 "output_schema": info.output_schema,
+                "resumable": info.resumable,
             }
             for info in functions
         ]
@@ -633,7 +634,8 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for info in functions:
         kind = "stream" if info.streaming else "unary"
-        print(f"{info.name}  {info.method} {kind}")
+        flags = " resumable" if info.resumable else ""
+        print(f"{info.name}  {info.method} {kind}{flags}")
         if info.description:
             first_line = info.description.splitlines()[0]
             print(f"    {first_line}")

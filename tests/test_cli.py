@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from grpc_serverfn import Client
+from grpc_serverfn.testing import RunningServer
 from tests.conftest import imported_example
 from tests.processes import PROMPTLY, ROOT, SCRIPT, SERVING, ServerProcess, server_env, serving
 
@@ -309,6 +310,23 @@ def test_list_json_carries_the_input_schemas(target: str) -> None:
     assert "message" in chat["input_schema"]["properties"]
     assert listing["stream_data"]["takes_input"] is False
     assert "file" in listing["process_large_file"]["input_schema"]["properties"]
+
+
+def test_list_says_which_functions_are_resumable(server: RunningServer) -> None:
+    result = run("list", server.target, "--json")
+    assert result.returncode == 0, result.stderr
+    listing = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert listing["resumable_ticks"]["resumable"] is True
+    assert listing["count_async"]["resumable"] is False
+    result = run("list", server.target)
+    assert result.returncode == 0, result.stderr
+    headings = {
+        line.split()[0]: line.split()[1:]
+        for line in result.stdout.splitlines()
+        if line and not line.startswith(" ")
+    }
+    assert headings["resumable_ticks"] == ["GET", "stream", "resumable"]
+    assert headings["count_async"] == ["GET", "stream"]
 
 
 def test_list_with_a_header_still_works(target: str) -> None:

@@ -58,6 +58,20 @@ def test_functions_lists_the_server_offer_with_schemas(server: RunningServer) ->
     assert functions["echo_sync"].streaming is False
 
 
+def test_functions_say_which_are_resumable(server: RunningServer) -> None:
+    with Client(server.target) as client:
+        functions = {info.name: info for info in client.functions()}
+    assert functions["resumable_ticks"].resumable is True
+    assert functions["count_async"].resumable is False
+
+
+async def test_async_functions_say_which_are_resumable(server: RunningServer) -> None:
+    async with AsyncClient(server.target) as client:
+        functions = {info.name: info for info in await client.functions()}
+    assert functions["resumable_ticks"].resumable is True
+    assert functions["count_async"].resumable is False
+
+
 async def test_async_functions_match_the_sync_listing(server: RunningServer) -> None:
     async with AsyncClient(server.target) as client:
         async_listing = await client.functions()
