@@ -8,6 +8,7 @@ from ._client_core import ClientTLS, FunctionInfo, ResumePolicy
 from ._version import __version__
 from .auth import Identity, bearer_auth
 from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
+from .config import Limits, ServerOptions, StreamOptions
 from .context import Context, Metadata
 from .errors import (
     Aborted,
@@ -53,6 +54,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "Kind",
+    "Limits",
     "MemoryStreamStore",
     "Metadata",
     "Middleware",
@@ -65,7 +67,9 @@ __all__ = [
     "Server",
     "ServerFnError",
     "ServerFunction",
+    "ServerOptions",
     "ServerTLS",
+    "StreamOptions",
     "StreamStore",
     "Unauthenticated",
     "Unavailable",

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -27,17 +28,20 @@ from . import calllog, codec, workers
 from ._client_core import ClientTLS
 from ._version import __version__
 from .client import Client
-from .errors import ServerFnError
-from .observe import Observer
-from .registry import Registry
-from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION
-from .server import (
+from .config import (
+    DEFAULT_IDLE_TTL,
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_INPUT_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
-    Server,
-    ServerTLS,
+    DEFAULT_RETENTION,
+    Limits,
+    ServerOptions,
+    StreamOptions,
 )
+from .errors import ServerFnError
+from .observe import Observer
+from .registry import Registry
+from .server import Server, ServerTLS
 from .store import StreamStore
 
 __all__ = ["load_registry", "main"]
@@ -371,31 +375,41 @@ def _serve(args: argparse.Namespace) -> int:
         tls = _read_tls(ServerTLS.from_files, args.tls_cert, args.tls_key, args.tls_client_ca)
     elif args.tls_client_ca:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
-    options: dict[str, Any] = {
+    try:
+        limits = Limits(
+            max_message_bytes=args.max_message_bytes,
+            max_concurrent_calls=args.max_concurrent_calls,
+            max_input_depth=args.max_input_depth,
+        )
+        streams = StreamOptions(idle_ttl=args.stream_idle_ttl, retention=args.stream_retention)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    observers: list[Observer] = []
+    if args.call_log:
+        observers.append(calllog.CallLog(log_payloads=args.log_payloads))
+    if args.trace:
+        observers.append(_tracing())
+    options: ServerOptions = {
         "host": args.host,
         "reflection": args.reflection,
         "tls": tls,
         "grace": args.grace,
-        "max_message_bytes": args.max_message_bytes,
-        "max_concurrent_calls": args.max_concurrent_calls,
-        "max_input_depth": args.max_input_depth,
-        "stream_idle_ttl": args.stream_idle_ttl,
-        "stream_retention": args.stream_retention,
-        "observers": [calllog.CallLog(log_payloads=args.log_payloads)] if args.call_log else [],
+        "limits": limits,
+        "observers": observers,
     }
-    if args.trace:
-        options["observers"].append(_tracing())
     # A bad URL is a usage error before anything starts; the store is made where it is used.
     make_store = _stream_store_factory(args.stream_store)
     start_metrics = _metrics_starter(args)
     if args.workers == 1:
         registry = load_registry(args.app)
         try:
-            options["observers"] = [*options["observers"], *start_metrics(registry, 0)]
+            options["observers"] = [*observers, *start_metrics(registry, 0)]
         except OSError as error:
             print(f"grpc-serverfn: error: {error}", file=sys.stderr)
             return 1
-        return _run_server(Server(registry, port=args.port, stream_store=make_store(), **options))
+        options["port"] = args.port
+        options["streams"] = replace(streams, store=make_store())
+        return _run_server(Server(registry, **options))
     if args.stream_store == "memory":
         logger.warning(
             "each worker keeps its own resumable streams in memory: a resume reaching another"
@@ -414,19 +428,14 @@ def _serve(args: argparse.Namespace) -> int:
             return USAGE_ERROR
         try:  # this forked worker's own copy of options
             worker = workers.worker_index() or 0
-            options["observers"] = [*options["observers"], *start_metrics(registry, worker)]
+            options["observers"] = [*observers, *start_metrics(registry, worker)]
         except OSError as error:
             print(f"grpc-serverfn: error: {error}", file=sys.stderr)
             return 1
-        server = workers.WorkerServer(
-            registry,
-            on_serving=ready,
-            port=port,
-            stream_store=make_store(),  # in the worker, after the fork
-            options=[workers.REUSE_PORT_OPTION],
-            **options,
-        )
-        return _run_server(server)
+        options["port"] = port
+        options["streams"] = replace(streams, store=make_store())  # in the worker, after the fork
+        options["grpc_options"] = [workers.REUSE_PORT_OPTION]
+        return _run_server(workers.WorkerServer(registry, on_serving=ready, **options))
 
     try:
         return workers.supervise(

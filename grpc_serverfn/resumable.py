@@ -28,6 +28,7 @@ import grpc.aio
 from google.rpc import status_pb2
 
 from . import codec
+from .config import DEFAULT_IDLE_TTL, DEFAULT_RETENTION
 from .errors import (
     GRPC_DETAILS_METADATA_KEY,
     Aborted,
@@ -64,8 +65,6 @@ logger = logging.getLogger("grpc_serverfn.server")
 
 STREAM_ID_METADATA_KEY = "serverfn-stream-id"
 """The initial-metadata key that carries a resumable call's stream id."""
-DEFAULT_IDLE_TTL = 30.0
-DEFAULT_RETENTION = 600.0
 _TICK = 0.25  # seconds between a producer's checks for cancel requests and readers
 _PRODUCER_TTL = 5.0  # a producer's lease: readers call the stream lost this long after a crash
 _CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 import grpc.aio
@@ -33,6 +33,14 @@ from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from .auth import Identity, certificate_identity
 from .concurrency import open_handler
+from .config import (
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    DEFAULT_MAX_INPUT_DEPTH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Limits,
+    ServerOptions,
+    StreamOptions,
+)
 from .context import Context
 from .errors import (
     Internal,
@@ -46,8 +54,7 @@ from .errors import (
 from .middleware import Call, build_chain, close_opened
 from .observe import UNKNOWN_FUNCTION, CallRecord, Observer
 from .registry import NO_INPUT, Registry, ServerFunction
-from .resumable import DEFAULT_IDLE_TTL, DEFAULT_RETENTION, ResumableStreams
-from .store import StreamStore
+from .resumable import ResumableStreams
 from .streaming import (
     MAX_BATCH,
     CallEnded,
@@ -59,9 +66,6 @@ from .streaming import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_CONCURRENT_CALLS",
-    "DEFAULT_MAX_INPUT_DEPTH",
-    "DEFAULT_MAX_MESSAGE_BYTES",
     "SERVICE_NAME",
     "Server",
     "ServerFunctionsServicer",
@@ -72,9 +76,6 @@ __all__ = [
 logger = logging.getLogger("grpc_serverfn.server")
 
 SERVICE_NAME: str = serverfn_pb2.DESCRIPTOR.services_by_name["ServerFunctions"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_CONCURRENT_CALLS = 10_000
-DEFAULT_MAX_INPUT_DEPTH = 64
 _CLEANUP_SECONDS = 1.0  # how long shutdown waits for cancelled calls' cleanup
 # Between refusing new calls ourselves (UNAVAILABLE, with a message) and grpc's own stop, whose
 # refusals can reach a racing caller as CANCELLED.
@@ -556,7 +557,9 @@ class ServerTLS:
 class Server:
     """A grpc.aio server for one Registry, with health and (by default) reflection.
 
-    ``port=0`` binds an ephemeral port; ``port`` then reads the one bound.
+    ``port=0`` binds an ephemeral port; ``port`` then reads the one bound. ``limits`` and
+    ``streams`` group the tunables (``grpc_serverfn.config``); ``ServerOptions`` documents
+    every keyword.
     """
 
     def __init__(
@@ -565,35 +568,25 @@ class Server:
         *,
         host: str = "127.0.0.1",
         port: int = 50051,
-        reflection: bool = True,
         tls: ServerTLS | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
-        max_input_depth: int = DEFAULT_MAX_INPUT_DEPTH,
-        grace: float = 10.0,
-        stream_store: StreamStore | None = None,
-        stream_idle_ttl: float = DEFAULT_IDLE_TTL,
-        stream_retention: float = DEFAULT_RETENTION,
+        limits: Limits = Limits(),
+        streams: StreamOptions = StreamOptions(),
         observers: Sequence[Observer] = (),
-        max_workers: int = 32,
+        reflection: bool = True,
+        grace: float = 10.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        options: Sequence[tuple[str, Any]] = (),
+        grpc_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.registry = registry
         self.host = host
         self.grace = grace
+        self.limits = limits
+        self.streams = streams
         self._requested_port = port
         self._reflection = reflection
         self._tls = tls
-        self._max_message_bytes = max_message_bytes
-        self._max_workers = max_workers
-        self._max_concurrent_calls = max_concurrent_calls
-        self._max_input_depth = max_input_depth
         self._interceptors = tuple(interceptors)
-        self._options = tuple(options)
-        self._stream_store = stream_store
-        self._stream_idle_ttl = stream_idle_ttl
-        self._stream_retention = stream_retention
+        self._grpc_options = tuple(grpc_options)
         self._observers = tuple(observers)
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -618,21 +611,22 @@ class Server:
         """Bind, register the services and start serving."""
         if self._server is not None:
             raise RuntimeError("the server has already started")
+        limits, streams = self.limits, self.streams
         self._executor = ThreadPoolExecutor(
-            max_workers=self._max_workers, thread_name_prefix="serverfn-worker"
+            max_workers=limits.worker_threads, thread_name_prefix="serverfn-worker"
         )
-        max_chunk_bytes, max_batch_bytes = message_limits(self._max_message_bytes)
+        max_chunk_bytes, max_batch_bytes = message_limits(limits.max_message_bytes)
         servicer = ServerFunctionsServicer(
             self.registry,
             executor=self._executor,
-            max_message_bytes=self._max_message_bytes,
-            max_concurrent_calls=self._max_concurrent_calls,
-            max_input_depth=self._max_input_depth,
+            max_message_bytes=limits.max_message_bytes,
+            max_concurrent_calls=limits.max_concurrent_calls,
+            max_input_depth=limits.max_input_depth,
             verified_client_certificates=self._tls is not None and self._tls.client_ca is not None,
             streams=ResumableStreams(
-                self._stream_store,
-                idle_ttl=self._stream_idle_ttl,
-                retention=self._stream_retention,
+                streams.store,
+                idle_ttl=streams.idle_ttl,
+                retention=streams.retention,
                 max_chunk_bytes=max_chunk_bytes,
                 max_batch_bytes=max_batch_bytes,
             ),
@@ -642,9 +636,9 @@ class Server:
         server = grpc.aio.server(
             interceptors=self._interceptors,
             options=[
-                ("grpc.max_receive_message_length", self._max_message_bytes),
-                ("grpc.max_send_message_length", self._max_message_bytes),
-                *self._options,
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                *self._grpc_options,
                 # After the caller's options: grpc takes the first of a repeated option, and
                 # worker processes (grpc_serverfn.workers) share their port with so_reuseport 1.
                 ("grpc.so_reuseport", 0),
@@ -764,7 +758,7 @@ class Server:
         return 0
 
 
-def serve(registry: Registry, **options: Any) -> int:
+def serve(registry: Registry, **options: Unpack[ServerOptions]) -> int:
     """Serve ``registry`` until SIGTERM/SIGINT (blocking); options are ``Server``'s."""
     server = Server(registry, **options)
     return asyncio.run(server.serve_until_signalled())

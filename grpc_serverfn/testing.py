@@ -12,8 +12,10 @@
 
 ``run_in_thread`` serves from its own event loop in a background thread, so blocking ``Client``
 code and any event loop of the test's can talk to it; ``run_in_loop`` serves from the running
-loop. Both bind port 0 and read the port the server got (no racy port picking), and stop
-with a grace period on the way out.
+loop. Both take ``Server``'s keywords (``ServerOptions``), e.g.
+``run_in_thread(fns, limits=Limits(max_concurrent_calls=2))``, with test defaults: they bind
+127.0.0.1 port 0 and read the port the server got (no racy port picking), and stop with a grace
+period of one second on the way out.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Unpack
 
 from .client import AsyncClient, Client
+from .config import ServerOptions
 from .registry import Registry
 from .server import Server
 
@@ -55,12 +58,18 @@ class RunningServer:
         return AsyncClient(self.target, **options)
 
 
+def _test_server(registry: Registry, options: ServerOptions) -> Server:
+    """A ``Server`` with the test defaults (127.0.0.1, port 0, a one-second grace) under
+    ``options``."""
+    settings: ServerOptions = {"host": "127.0.0.1", "port": 0, "grace": 1.0}
+    settings.update(options)
+    return Server(registry, **settings)
+
+
 @contextlib.contextmanager
-def run_in_thread(
-    registry: Registry, *, grace: float = 1.0, **options: Any
-) -> Iterator[RunningServer]:
+def run_in_thread(registry: Registry, **options: Unpack[ServerOptions]) -> Iterator[RunningServer]:
     """Serve ``registry`` from a background thread for the duration of the ``with`` block."""
-    server = Server(registry, host="127.0.0.1", port=0, grace=grace, **options)
+    server = _test_server(registry, options)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []
@@ -95,10 +104,10 @@ def run_in_thread(
 
 @contextlib.asynccontextmanager
 async def run_in_loop(
-    registry: Registry, *, grace: float = 1.0, **options: Any
+    registry: Registry, **options: Unpack[ServerOptions]
 ) -> AsyncIterator[RunningServer]:
     """Serve ``registry`` from the running event loop for the duration of the ``async with``."""
-    server = Server(registry, host="127.0.0.1", port=0, grace=grace, **options)
+    server = _test_server(registry, options)
     await server.start()
     try:
         yield RunningServer(server)

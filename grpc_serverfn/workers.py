@@ -30,8 +30,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 
+from .config import ServerOptions
 from .registry import Registry
 from .server import Server
 
@@ -74,7 +75,13 @@ def worker_index() -> int | None:
 class WorkerServer(Server):
     """A ``Server`` that calls ``on_serving()`` once it serves: the supervisor's ready signal."""
 
-    def __init__(self, registry: Registry, *, on_serving: Callable[[], None], **options: Any):
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        on_serving: Callable[[], None],
+        **options: Unpack[ServerOptions],
+    ) -> None:
         super().__init__(registry, **options)
         self._on_serving = on_serving
 

@@ -447,6 +447,22 @@ def test_serve_reports_a_missing_dependency_of_the_app_by_its_name(tmp_path: Pat
     assert "no module named 'orders'" in result.stderr.lower()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--max-concurrent-calls", "0", "Limits.max_concurrent_calls must be a positive"),
+        ("--max-message-bytes", "-1", "Limits.max_message_bytes must be a positive"),
+        ("--stream-retention", "0", "StreamOptions.retention must be a positive"),
+    ],
+)
+def test_serve_with_a_limit_out_of_range_exits_2(flag: str, value: str, expected: str) -> None:
+    result = run("serve", DEMO_SPEC, "--port", "0", flag, value)
+    assert result.returncode == 2
+    assert f"grpc-serverfn: error: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "serving" not in result.stderr
+
+
 def test_serve_on_a_port_in_use_fails_with_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

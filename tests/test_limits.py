@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from grpc_serverfn import Client, InvalidArgument, ResourceExhausted
+from grpc_serverfn import Client, InvalidArgument, Limits, ResourceExhausted
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
@@ -31,8 +31,8 @@ def nested(depth: int) -> object:
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[RunningServer]:
     """The test app with tight limits: 2 calls at once, inputs 10 deep, 64 KiB messages."""
-    options = {"max_concurrent_calls": 2, "max_input_depth": 10, "max_message_bytes": 65536}
-    with run_in_thread(app.fns, **options) as running:
+    limits = Limits(max_concurrent_calls=2, max_input_depth=10, max_message_bytes=65536)
+    with run_in_thread(app.fns, limits=limits) as running:
         yield running
 
 

@@ -42,9 +42,9 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpc_serverfn import codec
+from grpc_serverfn import Limits, codec
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
-from grpc_serverfn.server import DEFAULT_MAX_MESSAGE_BYTES
+from grpc_serverfn.config import DEFAULT_MAX_MESSAGE_BYTES
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
 
@@ -458,7 +458,7 @@ Invoke = Callable[..., Any]
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[RunningServer]:
     """tests.app again, with a 64 KiB message limit: oversized requests become cheap."""
-    with run_in_thread(app.fns, max_message_bytes=SMALL_LIMIT) as running:
+    with run_in_thread(app.fns, limits=Limits(max_message_bytes=SMALL_LIMIT)) as running:
         yield running
 
 

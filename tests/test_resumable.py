@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from grpc_serverfn import StreamOptions
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn.codec import from_value
 from grpc_serverfn.testing import RunningServer, run_in_thread
@@ -27,7 +28,8 @@ Stub = serverfn_pb2_grpc.ServerFunctionsStub
 def short_lived() -> Iterator[RunningServer]:
     """A server whose streams lose their producer after 0.5 s without a reader and are
     deleted 1 s after their last write."""
-    with run_in_thread(app.fns, stream_idle_ttl=0.5, stream_retention=1.0) as running:
+    streams = StreamOptions(idle_ttl=0.5, retention=1.0)
+    with run_in_thread(app.fns, streams=streams) as running:
         yield running
 
 

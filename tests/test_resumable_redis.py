@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from grpc_serverfn import Unavailable
+from grpc_serverfn import StreamOptions, Unavailable
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn.redis_store import RedisStreamStore
 from grpc_serverfn.testing import run_in_thread
@@ -151,7 +151,8 @@ def test_a_stopping_server_gives_its_producers_the_grace_then_ends_them_aborted(
 def test_a_store_that_fails_is_unavailable_and_the_server_serves_on() -> None:
 
     dead_store = RedisStreamStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
-    with run_in_thread(app.fns, stream_store=dead_store) as server, server.client() as client:
+    streams = StreamOptions(store=dead_store)
+    with run_in_thread(app.fns, streams=streams) as server, server.client() as client:
         with pytest.raises(Unavailable) as raised:
             list(client.invoke("resumable_ticks", {"count": 3}))
         assert raised.value.message == "the server's stream store failed; see the server log"

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_serverfn import (
     AsyncClient,
     Client,
+    Limits,
     Registry,
     ResourceExhausted,
     Server,
@@ -374,7 +375,7 @@ def test_mutual_tls_admits_only_clients_with_a_cert_from_the_client_ca(
 def test_a_request_over_max_message_bytes_is_rejected_and_the_server_keeps_serving() -> None:
     limit = 64 * 1024
     with (
-        run_in_thread(simple_registry(), max_message_bytes=limit) as running,
+        run_in_thread(simple_registry(), limits=Limits(max_message_bytes=limit)) as running,
         running.client(timeout=PROMPTLY) as client,
     ):
         assert client.call("length", "x" * 1000) == 1000
@@ -396,7 +397,7 @@ def test_a_chunk_over_max_message_bytes_ends_the_stream_with_resource_exhausted(
         yield "never sent"
 
     with (
-        run_in_thread(registry, max_message_bytes=limit) as running,
+        run_in_thread(registry, limits=Limits(max_message_bytes=limit)) as running,
         running.client(timeout=PROMPTLY) as client,
     ):
         received: list[object] = []
