@@ -18,6 +18,7 @@ from . import codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._trace_context import trace_metadata
 from ._version import __version__
+from ._wire import COALESCE_MAX_BATCH, STREAM_ID_METADATA_KEY
 from .errors import ServerFnError, Unavailable, error_from_status
 
 __all__ = [
@@ -38,11 +39,6 @@ __all__ = [
 MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 Encoding = codec.Encoding
 
-STREAM_ID_METADATA_KEY = "serverfn-stream-id"
-"""The initial-metadata key under which a resumable call announces its stream id."""
-
-COALESCE_MAX_BATCH = 1024
-"""How many chunks the clients accept packed into one message when coalescing (the default)."""
 
 _ACCEPT = {"json": serverfn_pb2.ENCODING_JSON, "value": serverfn_pb2.ENCODING_VALUE}
 _METHOD_NAMES = {serverfn_pb2.METHOD_GET: "GET", serverfn_pb2.METHOD_POST: "POST"}

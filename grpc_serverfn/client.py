@@ -362,11 +362,18 @@ class Client(BaseClient):
             invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
         )
 
-    def cancel_stream(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Stop a resumable stream's producer, wherever it runs; False if it had ended."""
+    def cancel_stream(
+        self,
+        stream_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> bool:
+        """Stop a resumable stream's producer, wherever it runs; False if it had ended. Only
+        the identity that started the stream may stop it (on a server with authentication)."""
         request = serverfn_pb2.CancelStreamRequest(stream_id=stream_id)
         try:
-            response = self._stub.CancelStream(request, **self._call_options(timeout, None))
+            response = self._stub.CancelStream(request, **self._call_options(timeout, metadata))
         except grpc.RpcError as error:
             raise self._error(error) from None
         return bool(response.was_running)
@@ -505,13 +512,22 @@ class AsyncClient(BaseClient):
             invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
         )
 
-    async def cancel_stream(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Stop a resumable stream's producer, wherever it runs; False if it had ended."""
+    async def cancel_stream(
+        self,
+        stream_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> bool:
+        """Stop a resumable stream's producer, wherever it runs; False if it had ended. Only
+        the identity that started the stream may stop it (on a server with authentication)."""
         self._connect()
         assert self._stub is not None
         request = serverfn_pb2.CancelStreamRequest(stream_id=stream_id)
         try:
-            response = await self._stub.CancelStream(request, **self._call_options(timeout, None))
+            response = await self._stub.CancelStream(
+                request, **self._call_options(timeout, metadata)
+            )
         except grpc.RpcError as error:
             raise self._error(error) from None
         return bool(response.was_running)

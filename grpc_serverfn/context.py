@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import grpc.aio
+    import asyncio
 
     from .auth import Identity
 
@@ -43,6 +43,10 @@ class Metadata(Mapping[str, MetadataValue]):
         key = key.lower()
         return [value for item_key, value in self._items if item_key == key]
 
+    def pairs(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """Every ``(key, value)`` pair, in the order sent."""
+        return self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(key for key, _ in self._items))
 
@@ -61,6 +65,7 @@ class Context:
         "_deadline",
         "_identify",
         "_identity",
+        "_task",
         "_trailing_metadata",
         "function",
         "metadata",
@@ -74,6 +79,7 @@ class Context:
         peer: str,
         time_remaining: float | None,
         identify: Callable[[], Identity | None] | None = None,
+        task: asyncio.Task[Any] | None = None,
     ) -> None:
         self.function = function
         """The name of the server function being called."""
@@ -89,19 +95,10 @@ class Context:
         self._identity: Identity | None = None
         # Looked up on first read only, so calls whose handlers never ask pay nothing for it.
         self._identify = identify
-
-    @classmethod
-    def from_grpc(
-        cls,
-        function: str,
-        context: grpc.aio.ServicerContext[Any, Any],
-        identify: Callable[[], Identity | None] | None = None,
-    ) -> Context:
-        """Capture what the handler may need from a grpc.aio servicer context; ``identify``
-        finds the caller's identity from the transport (a verified client certificate)."""
-        # grpc's own tuple of (key, value) pairs, kept rather than copied.
-        metadata = Metadata(context.invocation_metadata() or ())
-        return cls(function, metadata, context.peer(), context.time_remaining(), identify)
+        # The call's task: once the transport cancels it (the caller cancelled or ran out of
+        # time), the handler's own cleanup, which runs before the server hears of it, must
+        # already read ``cancelled`` as True.
+        self._task = task
 
     @property
     def identity(self) -> Identity | None:
@@ -119,6 +116,13 @@ class Context:
         self._identity = identity
         self._identify = None  # what a middleware established wins over the transport's
 
+    def _detached(self) -> Context:
+        """A context for work that outlives this call (a resumable stream's producer): the
+        same caller and identity, no deadline, and cancelled only by itself."""
+        detached = Context(self.function, self.metadata, self.peer, None)
+        detached._identity = self.identity
+        return detached
+
     def time_remaining(self) -> float | None:
         """Seconds left before the caller's deadline, or None when it set none."""
         if self._deadline is None:
@@ -127,8 +131,15 @@ class Context:
 
     @property
     def cancelled(self) -> bool:
-        """True once the caller has cancelled, gone away or run out of time."""
-        return self._cancelled
+        """True once the caller has cancelled, gone away or run out of time (in a handler's
+        ``finally`` too, to choose between commit and rollback)."""
+        if self._cancelled:
+            return True
+        task = self._task
+        if task is not None and task.cancelling():
+            return True
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() >= deadline
 
     def set_trailing_metadata(self, key: str, value: MetadataValue) -> None:
         """Add a trailer to send when the call ends (after the last chunk, or with its error)."""

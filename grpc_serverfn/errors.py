@@ -35,6 +35,8 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ._wire import GRPC_DETAILS_METADATA_KEY
+
 __all__ = [
     "Aborted",
     "AlreadyExists",
@@ -55,9 +57,6 @@ __all__ = [
     "Unimplemented",
     "error_class_for",
 ]
-
-GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
-"""The trailer that carries the ``google.rpc.Status`` with an error's details."""
 
 
 def echoed(text: str, limit: int = 100) -> str:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
-import grpc.aio
+
+from .context import Metadata
 
 __all__ = ["DEFAULT_DELAY", "UNKNOWN_FUNCTION", "CallRecord", "Deferred", "Observer", "Sent"]
 
@@ -51,33 +52,45 @@ class Sent:
         self.messages = 0
         self.first_at: float | None = None  # time.perf_counter() after the first write
 
+    def count(self, messages: int, chunks: int) -> None:
+        """Count messages sent with ``chunks`` chunks in all (the first's time, too)."""
+        if not self.messages:
+            self.first_at = time.perf_counter()
+        self.messages += messages
+        self.chunks += chunks
+
 
 class CallRecord:
     """One call, as observers see it."""
 
     __slots__ = (
-        "_peer",
         "call_id",
         "code",
-        "context",
         "ended_at",
         "error_message",
         "function",
         "input",
+        "metadata",
+        "peer",
+        "protocol",
         "resumed",
         "sent",
         "started_at",
     )
 
-    def __init__(self, function: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self, function: str, metadata: Metadata, peer: str, protocol: str = "grpc"
+    ) -> None:
         self.call_id = f"{_PROCESS}-{_NEXT():x}"
         """Unique per call; an INTERNAL error's message carries it, and so does its log."""
         self.function = function
         """The registered function's name, or UNKNOWN_FUNCTION."""
-        self.context: grpc.aio.ServicerContext[Any, Any] | None = context
-        """The grpc servicer context (metadata, peer) while the call runs; None after, since
-        grpc frees it (use it in ``call_started`` and ``call_ended`` only)."""
-        self._peer: str | None = None
+        self.metadata = metadata
+        """The caller's request metadata (a trace's ``traceparent``, for example)."""
+        self.peer = peer
+        """The caller's address, e.g. ``ipv4:127.0.0.1:53124``."""
+        self.protocol = protocol
+        """The wire protocol that carried the call, e.g. ``grpc``."""
         self.started_at = time.perf_counter()
         self.ended_at = 0.0
         self.code = grpc.StatusCode.OK
@@ -103,14 +116,6 @@ class CallRecord:
         """Seconds from the call's start to its first chunk's write, or None without one."""
         first = self.sent.first_at
         return None if first is None else first - self.started_at
-
-    @property
-    def peer(self) -> str:
-        """The caller's address, e.g. ``ipv4:127.0.0.1:53124`` (read when the call starts on a
-        server with observers, and kept)."""
-        if self._peer is None:
-            self._peer = "" if self.context is None else str(self.context.peer())
-        return self._peer
 
 
 class Observer(Protocol):

@@ -4,7 +4,7 @@ the same Redis: a stream started on one can be resumed, read or cancelled on any
 Per stream, under ``{prefix}{<stream id>}:`` (one hash slot, so it works on Redis Cluster):
 ``chunks``, a Redis stream whose entry ``0-<n>`` is chunk ``n - 1`` (field ``c``, JSON text)
 and whose last entry, once the stream ended, holds its status (fields ``end``, ``message``,
-``details``); ``meta``, a hash (``function``, ``ended``, ``cancel``); and two lease keys,
+``details``); ``meta``, a hash (``function``, ``owner``, ``ended``, ``cancel``); and two lease keys,
 ``producer`` and ``readers``, that expire unless renewed. Every key expires ``retention``
 seconds after the stream's last write. Needs the ``redis`` extra (redis-py).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio
 
-from .store import READ_LIMIT, Heartbeat, StreamEnd, StreamRead, StreamStore
+from .store import READ_LIMIT, Heartbeat, StreamEnd, StreamInfo, StreamRead, StreamStore
 
 __all__ = ["RedisStreamStore"]
 
@@ -43,14 +43,20 @@ class RedisStreamStore(StreamStore):
         return f"{self._prefix}{{{stream_id}}}:{part}"
 
     async def create(
-        self, stream_id: str, function: str, *, retention: float, producer_ttl: float
+        self,
+        stream_id: str,
+        function: str,
+        *,
+        owner: str,
+        retention: float,
+        producer_ttl: float,
     ) -> None:
         retention_ms = max(1, int(retention * 1000))
         self._retention[stream_id] = retention_ms
         meta = self._key(stream_id, "meta")
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(stream_id, "chunks"), meta)
-            pipe.hset(meta, mapping={"function": function, "ended": 0, "cancel": 0})
+            pipe.hset(meta, mapping={"function": function, "owner": owner, "ended": 0, "cancel": 0})
             pipe.pexpire(meta, retention_ms)
             pipe.set(self._key(stream_id, "producer"), 1, px=max(1, int(producer_ttl * 1000)))
             await pipe.execute()
@@ -83,11 +89,13 @@ class RedisStreamStore(StreamStore):
             pipe.delete(self._key(stream_id, "producer"))
             await pipe.execute()
 
-    async def function_of(self, stream_id: str) -> str | None:
-        function = await self._redis.hget(self._key(stream_id, "meta"), "function")
+    async def describe(self, stream_id: str) -> StreamInfo | None:
+        function, owner = await self._redis.hmget(
+            self._key(stream_id, "meta"), ["function", "owner"]
+        )
         if function is None:
             return None
-        return function.decode() if isinstance(function, bytes) else str(function)
+        return StreamInfo(_text(function), _text(owner or b""))
 
     async def read(self, stream_id: str, next_seq: int, *, wait: float) -> StreamRead | None:
         key = self._key(stream_id, "chunks")
@@ -141,3 +149,7 @@ class RedisStreamStore(StreamStore):
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

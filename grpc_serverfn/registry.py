@@ -168,7 +168,7 @@ class Registry:
         ``validator`` overrides the ``data`` parameter's annotation; ``require_roles`` names
         roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``); ``resumable``
         makes every call a stream that outlives a dropped connection and can be resumed (see
-        ``grpc_serverfn.resumable``). The function is returned unchanged, so it stays callable
+        ``grpc_serverfn._resumable``). The function is returned unchanged, so it stays callable
         in tests.
         """
 

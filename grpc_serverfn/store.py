@@ -1,11 +1,12 @@
 """Stream stores: where resumable streams keep their chunks, so a caller can pick a stream up
 again after a dropped connection, on this server or any other that shares the store.
 
-A store holds, per stream: the function's name, the chunks as JSON text in order, and how the
-stream ended (its status), all expiring ``retention`` seconds after the last write; plus two
-leases, the producer's (its server is alive) and the readers' (someone read recently), and a
-cancel request. ``MemoryStreamStore`` is the embedded default (one process);
-``grpc_serverfn.redis_store.RedisStreamStore`` shares streams between processes and replicas.
+A store holds, per stream: the function's name, who started it (its owner), the chunks as
+JSON text in order, and how the stream ended (its status), all expiring ``retention`` seconds
+after the last write; plus two leases, the producer's (its server is alive) and the readers'
+(someone read recently), and a cancel request. ``MemoryStreamStore`` is the embedded default
+(one process); ``grpc_serverfn.redis_store.RedisStreamStore`` shares streams between processes
+and replicas.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["READ_LIMIT", "Heartbeat", "MemoryStreamStore", "StreamEnd", "StreamRead", "StreamStore"]
+__all__ = [
+    "READ_LIMIT",
+    "Heartbeat",
+    "MemoryStreamStore",
+    "StreamEnd",
+    "StreamInfo",
+    "StreamRead",
+    "StreamStore",
+]
 
 READ_LIMIT = 1024
 """The most chunks one read returns (a long backlog is replayed in several reads)."""
@@ -31,6 +40,17 @@ class StreamEnd:
     code: int
     message: str = ""
     details: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a store knows of a stream besides its chunks."""
+
+    function: str
+    """The server function producing the stream."""
+    owner: str = ""
+    """The subject of the identity that started it ("" when the call had none): only the same
+    identity may resume or cancel it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +77,16 @@ class StreamStore(abc.ABC):
 
     @abc.abstractmethod
     async def create(
-        self, stream_id: str, function: str, *, retention: float, producer_ttl: float
+        self,
+        stream_id: str,
+        function: str,
+        *,
+        owner: str,
+        retention: float,
+        producer_ttl: float,
     ) -> None:
-        """Record a new stream (no chunks yet) with its producer's lease taken."""
+        """Record a new stream (no chunks yet) of ``function``, started by ``owner``, with its
+        producer's lease taken."""
 
     @abc.abstractmethod
     async def append(self, stream_id: str, first_seq: int, chunks: Sequence[str]) -> None:
@@ -70,8 +97,8 @@ class StreamStore(abc.ABC):
         """Record the stream's end, after its ``chunk_count`` chunks."""
 
     @abc.abstractmethod
-    async def function_of(self, stream_id: str) -> str | None:
-        """The stream's function, or None when the stream is unknown or has expired."""
+    async def describe(self, stream_id: str) -> StreamInfo | None:
+        """The stream's function and owner, or None when it is unknown or has expired."""
 
     @abc.abstractmethod
     async def read(self, stream_id: str, next_seq: int, *, wait: float) -> StreamRead | None:
@@ -97,7 +124,7 @@ class StreamStore(abc.ABC):
 
 @dataclass(slots=True)
 class _Stream:
-    function: str
+    info: StreamInfo
     retention: float
     expires_at: float
     chunks: list[str] = field(default_factory=list)
@@ -145,12 +172,21 @@ class MemoryStreamStore(StreamStore):
             del self._streams[stream_id]
 
     async def create(
-        self, stream_id: str, function: str, *, retention: float, producer_ttl: float
+        self,
+        stream_id: str,
+        function: str,
+        *,
+        owner: str,
+        retention: float,
+        producer_ttl: float,
     ) -> None:
         now = time.monotonic()
         self._sweep(now)
         self._streams[stream_id] = _Stream(
-            function, retention, now + retention, producer_until=now + producer_ttl
+            StreamInfo(function, owner),
+            retention,
+            now + retention,
+            producer_until=now + producer_ttl,
         )
 
     async def append(self, stream_id: str, first_seq: int, chunks: Sequence[str]) -> None:
@@ -172,9 +208,9 @@ class MemoryStreamStore(StreamStore):
         stream.touch(now)
         stream.notify()
 
-    async def function_of(self, stream_id: str) -> str | None:
+    async def describe(self, stream_id: str) -> StreamInfo | None:
         stream = self._get(stream_id, time.monotonic())
-        return None if stream is None else stream.function
+        return None if stream is None else stream.info
 
     async def read(self, stream_id: str, next_seq: int, *, wait: float) -> StreamRead | None:
         stream = self._get(stream_id, time.monotonic())

@@ -43,8 +43,8 @@ except ImportError as error:
 import grpc
 
 from ._version import __version__
+from ._wire import SERVICE_NAME
 from .observe import DEFAULT_DELAY, CallRecord, Deferred
-from .server import SERVICE_NAME
 
 __all__ = ["SERVER_ERROR_CODES", "OpenTelemetryTracing"]
 
@@ -101,8 +101,7 @@ class OpenTelemetryTracing:
         if self._check_global_provider:
             self._check_global_provider = False
             _warn_if_unconfigured()
-        context = record.context
-        metadata: Metadata = (context.invocation_metadata() if context is not None else None) or ()
+        metadata: Metadata = record.metadata.pairs()
         # Onto an empty context: whatever was current where the server started is no parent.
         parent = propagate.extract(metadata, getter=_GETTER)
         function = record.function

@@ -36,6 +36,7 @@ class Probe:
         self.acks = threading.Semaphore(0)  # released by the client for each chunk it got
         self.produced = 0
         self.remaining: list[float | None] = []
+        self.cancelled_in_finally: bool | None = None  # ctx.cancelled, read in the finally
 
 
 PROBES: dict[str, Probe] = {}
@@ -427,6 +428,7 @@ class Ticks(BaseModel):
     count: int = 5
     seconds: float = 0.02
     fail_at: int = -1
+    crash_at: int = -1
 
 
 @fns.server_fn(resumable=True)
@@ -442,6 +444,8 @@ async def resumable_ticks(data: Ticks) -> AsyncIterator[dict[str, int]]:
         for i in range(data.count):
             if i == data.fail_at:
                 raise FailedPrecondition(f"tick {i} failed on purpose")
+            if i == data.crash_at:
+                raise RuntimeError(f"tick {i} crashed: a secret the caller must not see")
             yield {"tick": i, "pid": os.getpid()}
             await asyncio.sleep(data.seconds)
     except asyncio.CancelledError:
@@ -466,3 +470,33 @@ async def task_count() -> int:
     """How many asyncio tasks the serving process has (this call's own included): for leak
     checks against a server in another process."""
     return len(asyncio.all_tasks())
+
+
+@fns.server_fn
+async def commit_or_rollback(data: Wait, ctx: Context) -> AsyncIterator[int]:
+    """Yield `chunks` chunks, wait; its finally reads ctx.cancelled, as a handler choosing
+    between commit and rollback would."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        for i in range(data.chunks):
+            yield i
+        record.waiting.set()
+        await asyncio.sleep(data.seconds)
+    finally:
+        record.cancelled_in_finally = ctx.cancelled
+        record.cleaned_up.set()
+
+
+@fns.server_fn
+async def commit_or_rollback_once(data: Wait, ctx: Context) -> str:
+    """commit_or_rollback as a plain async function."""
+    record = probe(data.probe)
+    record.started.set()
+    try:
+        record.waiting.set()
+        await asyncio.sleep(data.seconds)
+        return "committed"
+    finally:
+        record.cancelled_in_finally = ctx.cancelled
+        record.cleaned_up.set()

@@ -11,6 +11,7 @@ from grpc_serverfn import (
     Client,
     Context,
     Identity,
+    NotFound,
     PermissionDenied,
     Registry,
     Unauthenticated,
@@ -47,6 +48,15 @@ async def whoami(ctx: Context) -> dict[str, object]:
 async def purge(ctx: Context) -> AsyncIterator[str]:
     assert ctx.identity is not None
     yield f"purged by {ctx.identity.subject}"
+
+
+@fns.server_fn(resumable=True)
+async def story(data: int, ctx: Context) -> AsyncIterator[str]:
+    """A resumable stream of `data` lines, each naming who started it."""
+    assert ctx.identity is not None
+    for i in range(data):
+        yield f"{ctx.identity.subject}:{i}"
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +102,33 @@ def test_a_function_requiring_a_role_refuses_callers_without_it(server: RunningS
 def test_required_roles_are_recorded_at_registration() -> None:
     assert fns["purge"].required_roles == frozenset({"admin"})
     assert fns["whoami"].required_roles == frozenset()
+
+
+def test_a_resumable_stream_resumes_and_cancels_for_its_owner_only(server: RunningServer) -> None:
+    ada = Client(server.target, metadata=bearer("t-ada"))
+    bob = Client(server.target, metadata=bearer("t-bob"))
+    anonymous = Client(server.target)
+    with ada, bob, anonymous:
+        stream = ada.invoke("story", 300)
+        assert next(iter(stream)) == "ada:0"
+        stream_id = stream.stream_id()
+        assert stream_id is not None
+        stream.cancel()
+        # Without a token, a resume or a cancel is refused before anything else, like a call.
+        with pytest.raises(Unauthenticated):
+            list(anonymous.resume(stream_id, 1))
+        with pytest.raises(Unauthenticated):
+            anonymous.cancel_stream(stream_id)
+        # Another identity learns nothing: the refusal is the one for a stream that never was.
+        with pytest.raises(NotFound) as foreign:
+            list(bob.resume(stream_id, 1))
+        with pytest.raises(NotFound) as unknown:
+            list(bob.resume("0" * 32, 1, function="story"))
+        assert foreign.value.message == unknown.value.message.replace("0" * 32, stream_id)
+        with pytest.raises(NotFound):
+            bob.cancel_stream(stream_id)
+        # The owner reads on from where it asked, and may stop it.
+        resumed = ada.resume(stream_id, 1)
+        assert [next(iter(resumed)) for _ in range(2)] == ["ada:1", "ada:2"]
+        resumed.cancel()
+        assert ada.cancel_stream(stream_id) is True

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from grpc_serverfn import Client
+from grpc_serverfn._wire import MAX_BATCH
 from grpc_serverfn.concurrency import READ_AHEAD
 from grpc_serverfn.config import DEFAULT_MAX_MESSAGE_BYTES
-from grpc_serverfn.streaming import MAX_BATCH
 from tests.processes import PROMPTLY, ServerProcess, serving
 
 KIB = 1024
