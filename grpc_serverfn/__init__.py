@@ -2,11 +2,32 @@
 
 Decorate functions on a ``Registry``, serve it (``grpc-serverfn serve app:fns``), and call them
 from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or from grpcurl.
+
+The path of a call through the server, one module a step::
+
+    grpc.aio ─► _grpc.py        the transport: the request parsed once (_messages.py)
+                  │              into an Invocation (_transport.py)
+                  ▼
+              _call.py          CallCore, the one driver: admit (limits, draining), look up,
+                  │              decode, middleware (middleware.py), run the handler
+                  │              (_concurrency.py), or a resumable producer (_resumable.py)
+                  ▼
+              _sending.py       encode each chunk, send one per message or coalesced
+                  │
+                  ▼
+              _call.outcome()   every way a call ends -> its status; observers (observe.py)
+                  │              are told its start and end
+                  ▼
+              Transport.finish  status and trailers back through the transport
+
+``server.py`` owns the lifecycle around it (bind, health, drain, stop); a second transport is
+another adapter onto the same ``CallCore``.
 """
 
 from ._client_core import ClientTLS, FunctionInfo, ResumePolicy
 from ._version import __version__
 from .auth import Identity, bearer_auth
+from .calllog import CallLog
 from .client import AsyncChunkStream, AsyncClient, ChunkStream, Client
 from .config import Limits, ServerOptions, StreamOptions
 from .context import Context, Metadata
@@ -29,6 +50,7 @@ from .errors import (
     Unimplemented,
 )
 from .middleware import Call, CallNext, Middleware
+from .observe import CallRecord, Observer
 from .registry import NO_INPUT, Kind, Registry, ServerFunction
 from .server import Server, ServerTLS, serve
 from .store import MemoryStreamStore, StreamStore
@@ -40,7 +62,9 @@ __all__ = [
     "AsyncChunkStream",
     "AsyncClient",
     "Call",
+    "CallLog",
     "CallNext",
+    "CallRecord",
     "Cancelled",
     "ChunkStream",
     "Client",
@@ -59,6 +83,7 @@ __all__ = [
     "Metadata",
     "Middleware",
     "NotFound",
+    "Observer",
     "OutOfRange",
     "PermissionDenied",
     "Registry",

@@ -26,12 +26,12 @@ from typing import Any
 
 import grpc
 
-from . import codec
+from . import _codec as codec
+from ._concurrency import open_handler
 from ._resumable import ResumableStreams, unexpected_error, unknown_stream
 from ._sending import ChunkEncoder, Stragglers, message_limits, send_coalesced, send_each
 from ._transport import CallEnded, Ending, Invocation, ResumePoint, Transport
 from ._wire import MAX_BATCH, STREAM_ID_METADATA_KEY
-from .concurrency import open_handler
 from .config import Limits, StreamOptions
 from .context import Context, MetadataValue
 from .errors import InvalidArgument, NotFound, ResourceExhausted, ServerFnError, Unavailable, echoed
@@ -175,14 +175,7 @@ class CallCore:
             return
         self._in_flight += 1
         self._idle.clear()
-        ctx = Context(
-            function.name,
-            invocation.metadata,
-            invocation.peer,
-            invocation.time_remaining,
-            invocation.identify,
-            asyncio.current_task(),
-        )
+        ctx = _context_for(function, invocation)
         call: Call | None = None
         raised: BaseException | None = None
         try:
@@ -342,14 +335,7 @@ class CallCore:
             if stream is None or function is None:
                 raise unknown_stream(stream_id)
             record.function = function.name
-            ctx = Context(
-                function.name,
-                invocation.metadata,
-                invocation.peer,
-                invocation.time_remaining,
-                invocation.identify,
-                asyncio.current_task(),
-            )
+            ctx = _context_for(function, invocation)
 
             async def cancel(call: Call) -> AsyncIterator[Any]:
                 if stream.owner != _owner(call.ctx):
@@ -420,6 +406,18 @@ async def _end(
         await transport.finish(ending)
     elif code is grpc.StatusCode.OK:
         await transport.finish(Ending(code, "", trailers) if trailers else _OK)
+
+
+def _context_for(function: ServerFunction, invocation: Invocation) -> Context:
+    """The handler's Context for a call, tied to the call's task (its cancellation)."""
+    return Context(
+        function.name,
+        invocation.metadata,
+        invocation.peer,
+        invocation.time_remaining,
+        invocation.identify,
+        asyncio.current_task(),
+    )
 
 
 def _owner(ctx: Context) -> str:

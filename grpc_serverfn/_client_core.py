@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 import grpc
 from grpc_health.v1 import health_pb2
 
-from . import codec
+from . import _codec as codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._trace_context import trace_metadata
 from ._version import __version__

@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
-from . import codec
+from . import _codec as codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._transport import Invocation, ResumePoint
 from .auth import Identity

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from google.rpc import status_pb2
 
-from . import codec
+from . import _codec as codec
 from ._sending import ChunkEncoder, Encoded, stop
 from ._wire import CODE_BY_NUMBER, GRPC_DETAILS_METADATA_KEY
 from .config import StreamOptions
@@ -42,6 +42,7 @@ from .errors import (
     echoed,
     error_from_status,
 )
+from .middleware import close_quietly
 from .store import MemoryStreamStore, StreamEnd, StreamInfo, StreamStore
 
 __all__ = ["ResumableStreams", "unknown_stream"]
@@ -106,7 +107,7 @@ class ResumableStreams:
             # The first reader is the caller, about to attach: count it from now.
             await self.store.reader_heartbeat(stream_id, self.idle_ttl)
         except Exception:
-            await _close(chunks, function)
+            await close_quietly(chunks, function)
             raise _store_failed(f"starting a stream of {function!r}") from None
         task = asyncio.create_task(self._produce(stream_id, function, chunks, ctx, call_id))
         self._producers[stream_id] = task
@@ -152,7 +153,7 @@ class ResumableStreams:
             await stop(handler, name)
             raise
         finally:
-            await _close(chunks, name)
+            await close_quietly(chunks, name)
             end = _end_of(handler, stopped, name, stream_id, call_id)
             try:
                 await self.store.finish(stream_id, produced, end)
@@ -221,16 +222,6 @@ class ResumableStreams:
         producers = list(self._producers.values())
         if producers and timeout > 0:
             await asyncio.wait(producers, timeout=timeout)
-
-
-async def _close(chunks: AsyncIterator[Any], function: str) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await aclose()
-    except Exception:
-        logger.exception("cleanup of server function %r raised", function)
 
 
 def _end_of(

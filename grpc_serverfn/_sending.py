@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import codec
+from . import _codec as codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._transport import CallEnded, Send
 from .errors import Internal, ResourceExhausted

@@ -21,9 +21,9 @@ from .registry import NO_INPUT
 if TYPE_CHECKING:
     import grpc
 
+    from ._codec import Encoding
     from ._proto.serverfn.v1 import serverfn_pb2
     from .auth import Identity
-    from .codec import Encoding
     from .errors import ServerFnError
 
 __all__ = [

@@ -24,7 +24,9 @@ from typing import Any, TextIO, TypeVar
 import orjson
 from tqdm import tqdm
 
-from . import calllog, codec, workers
+from . import _codec as codec
+from . import _workers as workers
+from . import calllog
 from ._client_core import ClientTLS
 from ._version import __version__
 from .client import Client

@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ._wire import GRPC_DETAILS_METADATA_KEY
+from ._wire import CODE_BY_NUMBER, GRPC_DETAILS_METADATA_KEY
 
 __all__ = [
     "Aborted",
@@ -264,8 +264,6 @@ _CLASS_BY_CODE: Mapping[grpc.StatusCode, type[ServerFnError]] = {
     )
 }
 
-_CODE_BY_NUMBER: Mapping[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
-
 
 def error_class_for(code: grpc.StatusCode) -> type[ServerFnError]:
     """The ``ServerFnError`` subclass for a status code (the base class for UNKNOWN)."""
@@ -301,7 +299,7 @@ def _details_from_trailers(
         status = status_pb2.Status.FromString(raw)
     except DecodeError:
         return []
-    if _CODE_BY_NUMBER.get(status.code) is not code:
+    if CODE_BY_NUMBER.get(status.code) is not code:
         return []  # a trailer that contradicts the status is not trusted
     return [detail for packed in status.details if (detail := _unpack(packed)) is not None]
 

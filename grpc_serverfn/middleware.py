@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .context import Context
 from .registry import ServerFunction
 
-__all__ = ["Call", "CallNext", "Middleware", "build_chain", "close_opened"]
+__all__ = ["Call", "CallNext", "Middleware", "build_chain", "close_opened", "close_quietly"]
 
 logger = logging.getLogger("grpc_serverfn.server")
 
@@ -86,10 +86,15 @@ async def close_opened(call: Call) -> None:
     """Close every stream opened for ``call``, outermost first (closing a middleware's
     generator leaves the stream it iterated open); a cleanup that raises is logged."""
     for stream in call.opened:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is None:
-            continue
-        try:
-            await aclose()
-        except Exception:
-            logger.exception("cleanup of server function %r raised", call.function.name)
+        await close_quietly(stream, call.function.name)
+
+
+async def close_quietly(stream: AsyncIterator[Any], function: str) -> None:
+    """Close ``stream`` (a handler's, or a middleware's) now, logging a cleanup that raises."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        logger.exception("cleanup of server function %r raised", function)

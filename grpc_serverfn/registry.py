@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
+from ._validation import Validator, invalid_input, output_schema, validator_for
 from .context import Context
-from .validation import Validator, invalid_input, output_schema, validator_for
 
 if typing.TYPE_CHECKING:
     from .middleware import Middleware

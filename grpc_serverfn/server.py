@@ -147,7 +147,7 @@ class Server:
                 ("grpc.max_send_message_length", limits.max_message_bytes),
                 *self._grpc_options,
                 # After the caller's options: grpc takes the first of a repeated option, and
-                # worker processes (grpc_serverfn.workers) share their port with so_reuseport 1.
+                # worker processes (grpc_serverfn._workers) share their port with so_reuseport 1.
                 ("grpc.so_reuseport", 0),
             ],
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from grpc_serverfn import codec
+from grpc_serverfn import _codec as codec
 from grpc_serverfn._call import CallCore
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
 from grpc_serverfn._transport import Ending, Invocation, ResumePoint

@@ -100,3 +100,17 @@ def test_resumable_reads_a_reply_in_two_goes() -> None:
     ):
         text = module.read_in_two_goes(running.target)
     assert text == "You said 'hi'. Here is a long answer, one word at a time. "
+
+
+def test_the_observer_example_sees_its_call() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "observer.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[3, 2, 1]"
+    assert lines[1].startswith("1 call(s) seen; slow: countdown OK call ")

@@ -42,7 +42,8 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpc_serverfn import Limits, codec
+from grpc_serverfn import Limits
+from grpc_serverfn import _codec as codec
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
 from grpc_serverfn.config import DEFAULT_MAX_MESSAGE_BYTES
 from grpc_serverfn.testing import RunningServer, run_in_thread

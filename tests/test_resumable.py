@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from grpc_serverfn import StreamOptions
+from grpc_serverfn._codec import from_value
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
-from grpc_serverfn.codec import from_value
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from grpc_serverfn import Client
+from grpc_serverfn._concurrency import READ_AHEAD
 from grpc_serverfn._wire import MAX_BATCH
-from grpc_serverfn.concurrency import READ_AHEAD
 from grpc_serverfn.config import DEFAULT_MAX_MESSAGE_BYTES
 from tests.processes import PROMPTLY, ServerProcess, serving
 

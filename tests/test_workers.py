@@ -27,7 +27,7 @@ ANNOUNCED = re.compile(
     r"grpc-serverfn: (\d+) worker processes serving on (127\.0\.0\.1:\d+)"
     r" \(pids ([\d, ]+); supervisor pid (\d+)\)"
 )
-STARTUP_ATTEMPTS = 3  # grpc_serverfn.workers.STARTUP_ATTEMPTS, as a user reads it in the log
+STARTUP_ATTEMPTS = 3  # grpc_serverfn._workers.STARTUP_ATTEMPTS, as a user reads it in the log
 
 
 @contextlib.contextmanager
