@@ -89,7 +89,10 @@ class CallCore:
     # --- a call ----------------------------------------------------------------------------
 
     async def invoke(self, invocation: Invocation, transport: Transport) -> None:
-        """Serve one call to its end (re-raising the cancellation of its task)."""
+        """Serve one call to its end (re-raising the cancellation of its task).
+
+        One coroutine from admission to the end, on purpose: a call is short, and every
+        coroutine more per call shows in the cost of one (scripts/bench-instructions)."""
         function: ServerFunction | None = None
         stream: StreamInfo | None = None
         lookup_failed: ServerFnError | None = None
@@ -112,7 +115,78 @@ class CallCore:
         )
         started = self._start_observers(record) if self._observers else ()
         try:
-            await self._serve(invocation, function, stream, lookup_failed, transport, record)
+            # The refusals, checked in one go on the way of a call that has none.
+            refusal = (
+                None
+                if function is not None
+                and self._in_flight < self._max_concurrent_calls
+                and not self._draining
+                else self._refusal(invocation, function, lookup_failed)
+            )
+            if refusal is not None or function is None:
+                ending = _ending(record, *outcome(refusal, None, record), ())
+                if ending is not None:
+                    await transport.finish(ending)
+                return
+            self._in_flight += 1
+            self._idle.clear()
+            ctx = _context_for(function, invocation)
+            call: Call | None = None
+            raised: BaseException | None = None
+            name = function.name
+            try:
+                resume = invocation.resume
+                if invocation.invalid is not None:
+                    raise invocation.invalid
+                if resume is not None:
+                    record.resumed = True
+                    call = Call(function, NO_INPUT, ctx)
+                    chain = self._resume_chain(invocation, resume, stream, transport)
+                    first_seq = resume.next_seq
+                else:
+                    record.input = data = self._decode_input(invocation)
+                    call = Call(function, data, ctx)
+                    chain = (
+                        self._start_chain(transport, record) if function.resumable else self._chain
+                    )
+                    first_seq = 0
+                encoder = ChunkEncoder(invocation.encoding, name, self._max_chunk_bytes)
+                max_batch = min(invocation.max_batch, MAX_BATCH)
+                if max_batch > 1:
+                    await send_coalesced(
+                        chain(call),
+                        transport.send,
+                        encoder,
+                        record.sent,
+                        max_batch=max_batch,
+                        max_batch_bytes=self._max_batch_bytes,
+                        function=name,
+                        first_seq=first_seq,
+                    )
+                else:
+                    task = self._stragglers.watch(name)
+                    try:
+                        await send_each(
+                            chain(call), transport.send, encoder, record.sent, first_seq
+                        )
+                    finally:
+                        self._stragglers.forget(task)
+            except BaseException as error:
+                raised = error
+            finally:
+                try:
+                    code, refusal = outcome(raised, ctx, record)
+                    if call is not None:
+                        await close_opened(call)
+                    ending = _ending(record, code, refusal, ctx.trailing_metadata)
+                    if ending is not None:
+                        await transport.finish(ending)
+                finally:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.set()
+            if isinstance(raised, asyncio.CancelledError):
+                raise raised
         finally:
             record.ended_at = time.perf_counter()
             for observer, token in started:
@@ -159,83 +233,6 @@ class CallCore:
                 " calls; retry later"
             )
         return None
-
-    async def _serve(
-        self,
-        invocation: Invocation,
-        function: ServerFunction | None,
-        stream: StreamInfo | None,
-        lookup_failed: ServerFnError | None,
-        transport: Transport,
-        record: CallRecord,
-    ) -> None:
-        refusal = self._refusal(invocation, function, lookup_failed)
-        if refusal is not None or function is None:
-            await _end(transport, record, *outcome(refusal, None, record), ())
-            return
-        self._in_flight += 1
-        self._idle.clear()
-        ctx = _context_for(function, invocation)
-        call: Call | None = None
-        raised: BaseException | None = None
-        try:
-            resume = invocation.resume
-            if invocation.invalid is not None:
-                raise invocation.invalid
-            if resume is not None:
-                record.resumed = True
-                call = Call(function, NO_INPUT, ctx)
-                chain = self._resume_chain(invocation, resume, stream, transport)
-                first_seq = resume.next_seq
-            else:
-                record.input = data = self._decode_input(invocation)
-                call = Call(function, data, ctx)
-                chain = self._start_chain(transport, record) if function.resumable else self._chain
-                first_seq = 0
-            await self._send(chain(call), invocation, transport, record, function.name, first_seq)
-        except BaseException as error:
-            raised = error
-        finally:
-            try:
-                code, refusal = outcome(raised, ctx, record)
-                if call is not None:
-                    await close_opened(call)
-                await _end(transport, record, code, refusal, ctx.trailing_metadata)
-            finally:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.set()
-        if isinstance(raised, asyncio.CancelledError):
-            raise raised
-
-    async def _send(
-        self,
-        chunks: AsyncIterator[Any],
-        invocation: Invocation,
-        transport: Transport,
-        record: CallRecord,
-        function: str,
-        first_seq: int,
-    ) -> None:
-        encoder = ChunkEncoder(invocation.encoding, function, self._max_chunk_bytes)
-        max_batch = min(invocation.max_batch, MAX_BATCH)
-        if max_batch > 1:
-            await send_coalesced(
-                chunks,
-                transport.send,
-                encoder,
-                record.sent,
-                max_batch=max_batch,
-                max_batch_bytes=self._max_batch_bytes,
-                function=function,
-                first_seq=first_seq,
-            )
-            return
-        task = self._stragglers.watch(function)
-        try:
-            await send_each(chunks, transport.send, encoder, record.sent, first_seq)
-        finally:
-            self._stragglers.forget(task)
 
     def _decode_input(self, invocation: Invocation) -> Any:
         kind = invocation.input_kind
@@ -392,20 +389,21 @@ def ending_of(error: ServerFnError, trailers: Sequence[tuple[str, MetadataValue]
     return Ending(status.code, status.details, (*trailers, *status.trailing_metadata))
 
 
-async def _end(
-    transport: Transport,
+def _ending(
     record: CallRecord,
     code: grpc.StatusCode,
     error: ServerFnError | None,
     trailers: Sequence[tuple[str, MetadataValue]],
-) -> None:
+) -> Ending | None:
+    """Record how the call ended; the Ending to send, None when the caller is gone."""
     record.code = code
     if error is not None:
         ending = ending_of(error, trailers)
         record.error_message = ending.message
-        await transport.finish(ending)
-    elif code is grpc.StatusCode.OK:
-        await transport.finish(Ending(code, "", trailers) if trailers else _OK)
+        return ending
+    if code is grpc.StatusCode.OK:
+        return Ending(code, "", trailers) if trailers else _OK
+    return None
 
 
 def _context_for(function: ServerFunction, invocation: Invocation) -> Context:

@@ -13,11 +13,11 @@ from google.protobuf.message import DecodeError, Message
 
 from . import _codec as codec
 from ._proto.serverfn.v1 import serverfn_pb2
-from ._transport import Invocation, ResumePoint
+from ._transport import InputKind, Invocation, ResumePoint
 from .auth import Identity
 from .context import Metadata
 from .errors import InvalidArgument
-from .registry import Registry, ServerFunction
+from .registry import NO_INPUT, Registry, ServerFunction
 
 __all__ = ["Undecodable", "function_list", "invocation_of", "tolerant_parser"]
 
@@ -77,34 +77,42 @@ def invocation_of(
             "", metadata=metadata, peer=peer, unreadable=request.error(), protocol=protocol
         )
     which = request.WhichOneof("input")
-    invocation = Invocation(
-        request.function,
-        metadata=metadata,
-        peer=peer,
-        time_remaining=time_remaining,
-        identify=identify,
-        max_batch=request.max_batch or 1,
-        protocol=protocol,
-    )
+    data: Any = NO_INPUT
+    kind: InputKind = "none"
     if which == "value":
-        invocation.input = codec.from_value(request.value)
-        invocation.input_kind = "value"
+        data, kind = codec.from_value(request.value), "value"
     elif which == "json" and request.json:
-        invocation.input = request.json
-        invocation.input_kind = "json"
+        data, kind = request.json, "json"
+    invalid = None
     accept = request.accept
     if accept == serverfn_pb2.ENCODING_UNSPECIFIED:
-        invocation.encoding = "value" if which == "value" else "json"
-    elif (encoding := _ACCEPT.get(accept)) is not None:
-        invocation.encoding = encoding
+        encoding: codec.Encoding = "value" if which == "value" else "json"
+    elif (known := _ACCEPT.get(accept)) is not None:
+        encoding = known
     else:
-        invocation.invalid = InvalidArgument(
+        encoding = "json"
+        invalid = InvalidArgument(
             f"unknown accept encoding {accept}; expected ENCODING_JSON (1) or ENCODING_VALUE (2)",
             field_violations=[("accept", f"unknown encoding {accept}")],
         )
+    resume = None
     if request.HasField("resume"):
-        invocation.resume = ResumePoint(request.resume.stream_id, request.resume.next_seq)
-    return invocation
+        resume = ResumePoint(request.resume.stream_id, request.resume.next_seq)
+    return Invocation(
+        request.function,
+        data,
+        kind,
+        encoding,
+        request.max_batch or 1,
+        resume,
+        metadata,
+        peer,
+        time_remaining,
+        identify,
+        None,
+        invalid,
+        protocol,
+    )
 
 
 def function_list(registry: Registry) -> serverfn_pb2.ListFunctionsResponse:
