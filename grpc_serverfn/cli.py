@@ -35,6 +35,7 @@ from .config import (
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_INPUT_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_RETENTION,
     Limits,
     ServerOptions,
@@ -147,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONCURRENT_CALLS,
         help="calls beyond this many at once are refused with RESOURCE_EXHAUSTED"
         f" (default {DEFAULT_MAX_CONCURRENT_CALLS})",
+    )
+    serve.add_argument(
+        "--max-pending-calls",
+        type=int,
+        default=DEFAULT_MAX_PENDING_CALLS,
+        help="calls grpc holds until the server takes them up (a burst waits there); grpc"
+        f" cancels those beyond (default {DEFAULT_MAX_PENDING_CALLS})",
     )
     serve.add_argument(
         "--max-input-depth",
@@ -382,6 +390,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             max_concurrent_calls=args.max_concurrent_calls,
             max_input_depth=args.max_input_depth,
+            max_pending_calls=args.max_pending_calls,
         )
         streams = StreamOptions(idle_ttl=args.stream_idle_ttl, retention=args.stream_retention)
     except ValueError as error:

@@ -145,6 +145,11 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
+                # Calls received that grpc.aio has not yet taken up (it asks for one per turn
+                # of the event loop): past its own soft limit grpc cancels some at random, past
+                # the hard one all, and the callers see CANCELLED. One limit, no random drops.
+                ("grpc.server.max_pending_requests", limits.max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_calls),
                 *self._grpc_options,
                 # After the caller's options: grpc takes the first of a repeated option, and
                 # worker processes (grpc_serverfn._workers) share their port with so_reuseport 1.

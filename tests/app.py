@@ -242,6 +242,15 @@ def blocking_sleep(data: float) -> str:
 
 
 @fns.server_fn
+async def hog_loop(data: Wait) -> str:
+    """Block the server's event loop for `data.seconds` (so that calls arriving meanwhile wait
+    in grpc until the server takes them up); sets the probe's `started` first."""
+    probe(data.probe).started.set()
+    time.sleep(data.seconds)  # noqa: ASYNC251 - on the loop, on purpose
+    return "hogged"
+
+
+@fns.server_fn
 async def deadline_probe(data: Wait, ctx: Context) -> AsyncIterator[float | None]:
     """Yield the time remaining, twice, then wait past the deadline."""
     record = probe(data.probe)

@@ -23,6 +23,7 @@ from grpc_serverfn.config import (
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_INPUT_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_RETENTION,
     DEFAULT_WORKER_THREADS,
 )
@@ -38,15 +39,24 @@ def test_the_defaults_are_the_documented_constants() -> None:
         max_concurrent_calls=DEFAULT_MAX_CONCURRENT_CALLS,
         max_input_depth=DEFAULT_MAX_INPUT_DEPTH,
         worker_threads=DEFAULT_WORKER_THREADS,
+        max_pending_calls=DEFAULT_MAX_PENDING_CALLS,
     )
     assert (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_CONCURRENT_CALLS) == (4 * 1024 * 1024, 10_000)
     assert (DEFAULT_MAX_INPUT_DEPTH, DEFAULT_WORKER_THREADS) == (64, 32)
+    assert DEFAULT_MAX_PENDING_CALLS == 10_000
     assert StreamOptions() == StreamOptions(None, DEFAULT_IDLE_TTL, DEFAULT_RETENTION)
     assert (DEFAULT_IDLE_TTL, DEFAULT_RETENTION) == (30.0, 600.0)
 
 
 @pytest.mark.parametrize(
-    "field", ["max_message_bytes", "max_concurrent_calls", "max_input_depth", "worker_threads"]
+    "field",
+    [
+        "max_message_bytes",
+        "max_concurrent_calls",
+        "max_input_depth",
+        "worker_threads",
+        "max_pending_calls",
+    ],
 )
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "8"])
 def test_a_limit_must_be_a_positive_whole_number(field: str, value: object) -> None:

@@ -1,4 +1,5 @@
-"""Configurable limits with safe defaults: concurrent calls, input nesting, chunk size.
+"""Configurable limits with safe defaults: concurrent and pending calls, input nesting, chunk
+size.
 
 Each limit ends the call with a clear status (and what came before it delivered), and the
 server goes on serving.
@@ -6,17 +7,23 @@ server goes on serving.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
+import grpc.aio
 import pytest
 
 from grpc_serverfn import Client, InvalidArgument, Limits, ResourceExhausted
-from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
+from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from tests import app
 from tests.conftest import Caller, drain
+from tests.processes import serving
 
 PROMPTLY = 5.0
 
@@ -98,3 +105,63 @@ def test_an_oversized_chunk_ends_the_stream_after_the_chunks_before_it(
         assert "over the server's limit" in caught.value.message
         # The server goes on serving, and a chunk under the limit passes.
         assert list(client.invoke("big_after", {"n": 0, "size": 60_000})) == ["x" * 60_000]
+
+
+async def ended_as(call: Any) -> str:
+    """How a raw call ended: OK or its status code's name."""
+    try:
+        async for _ in call:
+            pass
+    except grpc.RpcError as error:
+        return str(error.code().name)  # type: ignore[attr-defined]
+    return "OK"
+
+
+async def burst_while_the_loop_is_blocked(
+    target: str, calls: int, *, in_process: bool = True
+) -> collections.Counter[str]:
+    """Block the server's event loop for a second, start ``calls`` calls meanwhile on one
+    channel (plain stubs: no client retries), and count how they ended. (A server in another
+    process is given 0.3 s to start blocking, its probes being out of sight.)"""
+    key = uuid.uuid4().hex
+    hog = serverfn_pb2.InvokeRequest(
+        function="hog_loop", json=json.dumps({"probe": key, "seconds": 1})
+    )
+    request = serverfn_pb2.InvokeRequest(function="echo_async", json='"x"')
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
+        hogging = asyncio.ensure_future(ended_as(stub.Invoke(hog, timeout=30)))
+        if in_process:
+            assert await asyncio.to_thread(app.probe(key).started.wait, PROMPTLY)
+        else:
+            await asyncio.sleep(0.3)
+        ended = await asyncio.gather(
+            *(ended_as(stub.Invoke(request, timeout=30)) for _ in range(calls))
+        )
+        assert await hogging == "OK"
+    return collections.Counter(ended)
+
+
+def test_a_burst_waits_in_grpc_until_the_busy_server_takes_it_up() -> None:
+    """1,500 calls arrive while the server's loop is busy: all wait and are served. (grpc's
+    own backlog limit, 1,000 with random drops above, cancelled some of them.)"""
+    with run_in_thread(app.fns) as running:
+        ended = asyncio.run(burst_while_the_loop_is_blocked(running.target, 1_500))
+    assert ended == {"OK": 1_500}
+
+
+def test_grpc_cancels_the_calls_beyond_the_pending_limit() -> None:
+    """What ``max_pending_calls`` bounds: calls past it never reach the server, and their
+    callers see CANCELLED."""
+    with run_in_thread(app.fns, limits=Limits(max_pending_calls=50)) as running:
+        ended = asyncio.run(burst_while_the_loop_is_blocked(running.target, 300))
+    assert set(ended) == {"OK", "CANCELLED"}, ended
+    assert 50 <= ended["OK"] <= 60, ended  # the limit, one taken up already, one in between
+
+
+def test_serve_max_pending_calls_sets_the_pending_limit() -> None:
+    with serving("tests.app:fns", "--port", "0", "--max-pending-calls", "50") as server:
+        target = server.wait_serving()
+        ended = asyncio.run(burst_while_the_loop_is_blocked(target, 300, in_process=False))
+    assert 50 <= ended["OK"] <= 60, ended
+    assert ended["CANCELLED"] == 300 - ended["OK"], ended
