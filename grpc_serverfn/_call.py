@@ -25,13 +25,21 @@ from concurrent.futures import Executor
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
 
 from . import _codec as codec
 from ._concurrency import open_handler
 from ._resumable import ResumableStreams, unexpected_error, unknown_stream
 from ._sending import ChunkEncoder, Stragglers, message_limits, send_coalesced, send_each
 from ._transport import CallEnded, Ending, Invocation, ResumePoint, Transport
-from ._wire import MAX_BATCH, STREAM_ID_METADATA_KEY
+from ._wire import (
+    ERROR_DOMAIN,
+    MAX_BATCH,
+    SERVER_AT_CAPACITY,
+    SERVER_SHUTTING_DOWN,
+    STREAM_ID_METADATA_KEY,
+)
 from .config import Limits, StreamOptions
 from .context import Context, MetadataValue
 from .errors import InvalidArgument, NotFound, ResourceExhausted, ServerFnError, Unavailable, echoed
@@ -44,8 +52,15 @@ __all__ = ["CallCore", "ending_of", "outcome"]
 
 logger = logging.getLogger("grpc_serverfn.server")
 
-_SHUTTING_DOWN = Unavailable("the server is shutting down; retry on another server or later")
+_SHUTTING_DOWN = Unavailable(
+    "the server is shutting down; retry on another server or later",
+    details=[error_details_pb2.ErrorInfo(reason=SERVER_SHUTTING_DOWN, domain=ERROR_DOMAIN)],
+)
 _OK = Ending(grpc.StatusCode.OK)
+# A refused call's RetryInfo: long enough for a burst's running calls to make room.
+_RETRY_AT_CAPACITY = duration_pb2.Duration(nanos=100_000_000)
+REFUSAL_LOG_SECONDS = 10.0
+"""At most one log line per reason this often, however many calls are refused."""
 
 
 class CallCore:
@@ -70,6 +85,29 @@ class CallCore:
         self.streams = ResumableStreams(streams, max_chunk_bytes=self._max_chunk_bytes)
         self._middlewares = registry.middlewares
         self._chain = build_chain(self._middlewares, self._run_handler)
+        self._at_capacity = ResourceExhausted(
+            f"the server is serving its limit of {limits.max_concurrent_calls} concurrent"
+            " calls; retry later",
+            details=[
+                error_details_pb2.ErrorInfo(
+                    reason=SERVER_AT_CAPACITY,
+                    domain=ERROR_DOMAIN,
+                    metadata={"max_concurrent_calls": str(limits.max_concurrent_calls)},
+                ),
+                error_details_pb2.RetryInfo(retry_delay=_RETRY_AT_CAPACITY),
+            ],
+        )
+        self._refusal_logs = {
+            SERVER_AT_CAPACITY: _RefusalLog(
+                logging.WARNING,
+                f"the server is serving its limit of {limits.max_concurrent_calls} concurrent"
+                " calls (RESOURCE_EXHAUSTED; Limits.max_concurrent_calls,"
+                " serve --max-concurrent-calls)",
+            ),
+            SERVER_SHUTTING_DOWN: _RefusalLog(
+                logging.INFO, "the server is shutting down (UNAVAILABLE)"
+            ),
+        }
         self._in_flight = 0
         self._stragglers = Stragglers()
         self._idle = asyncio.Event()
@@ -85,6 +123,11 @@ class CallCore:
     async def wait_until_idle(self) -> None:
         """Wait until every call has ended, its cleanup included."""
         await self._idle.wait()
+
+    def flush_log(self) -> None:
+        """Log the refusals not logged yet (the server has stopped)."""
+        for log in self._refusal_logs.values():
+            log.flush()
 
     # --- a call ----------------------------------------------------------------------------
 
@@ -121,7 +164,7 @@ class CallCore:
                 if function is not None
                 and self._in_flight < self._max_concurrent_calls
                 and not self._draining
-                else self._refusal(invocation, function, lookup_failed)
+                else self._refusal(invocation, function, lookup_failed, record)
             )
             if refusal is not None or function is None:
                 ending = _ending(record, *outcome(refusal, None, record), ())
@@ -214,9 +257,12 @@ class CallCore:
         invocation: Invocation,
         function: ServerFunction | None,
         lookup_failed: ServerFnError | None,
+        record: CallRecord,
     ) -> ServerFnError | None:
-        """Why the call is not admitted, or None."""
+        """Why the call is not admitted, or None. A call refused before it could run (at
+        capacity, shutting down) is counted and logged as refused."""
         if self._draining:
+            self._refused(record, SERVER_SHUTTING_DOWN)
             return _SHUTTING_DOWN
         if invocation.unreadable is not None:
             return invocation.unreadable
@@ -228,11 +274,13 @@ class CallCore:
             return _unknown_function(invocation.function)
         if self._in_flight >= self._max_concurrent_calls:
             # Refused at once rather than queued (grpc's maximum_concurrent_rpcs queues).
-            return ResourceExhausted(
-                f"the server is serving its limit of {self._max_concurrent_calls} concurrent"
-                " calls; retry later"
-            )
+            self._refused(record, SERVER_AT_CAPACITY)
+            return self._at_capacity
         return None
+
+    def _refused(self, record: CallRecord, reason: str) -> None:
+        record.refused = reason
+        self._refusal_logs[reason].note()
 
     def _decode_input(self, invocation: Invocation) -> Any:
         kind = invocation.input_kind
@@ -351,6 +399,46 @@ class CallCore:
             if call is not None:
                 await close_opened(call)
         return bool(running and running[0])
+
+
+class _RefusalLog:
+    """The log lines for calls refused for one reason: the first refusal at once, then at
+    most one line every ``REFUSAL_LOG_SECONDS`` counting the calls refused meanwhile, until
+    a quiet interval; a burst of refusals is a few lines, not one a call."""
+
+    __slots__ = ("_level", "_timer", "_unlogged", "_why")
+
+    def __init__(self, level: int, why: str) -> None:
+        self._level = level
+        self._why = why
+        self._unlogged = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def note(self) -> None:
+        """Count one refused call (in the event loop that serves it)."""
+        if self._timer is None:
+            logger.log(self._level, "refused a call: %s", self._why)
+            self._timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_SECONDS, self._tick)
+        else:
+            self._unlogged += 1
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._unlogged:
+            self.flush()
+            self._timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_SECONDS, self._tick)
+
+    def flush(self) -> None:
+        """Log the count of refusals not logged yet, if any."""
+        if self._unlogged:
+            logger.log(
+                self._level,
+                "refused %d more call(s) within %g s: %s",
+                self._unlogged,
+                REFUSAL_LOG_SECONDS,
+                self._why,
+            )
+            self._unlogged = 0
 
 
 def outcome(

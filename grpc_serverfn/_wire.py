@@ -13,8 +13,12 @@ from ._proto.serverfn.v1 import serverfn_pb2
 __all__ = [
     "CODE_BY_NUMBER",
     "COALESCE_MAX_BATCH",
+    "ERROR_DOMAIN",
+    "NOT_STARTED_REASONS",
     "GRPC_DETAILS_METADATA_KEY",
     "MAX_BATCH",
+    "SERVER_AT_CAPACITY",
+    "SERVER_SHUTTING_DOWN",
     "SERVICE_NAME",
     "STREAM_ID_METADATA_KEY",
 ]
@@ -36,3 +40,16 @@ COALESCE_MAX_BATCH = MAX_BATCH
 
 CODE_BY_NUMBER: Mapping[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 """gRPC status codes by their number on the wire."""
+
+ERROR_DOMAIN = "serverfn.v1"
+"""The ``google.rpc.ErrorInfo`` domain of the reasons below."""
+
+SERVER_AT_CAPACITY = "SERVER_AT_CAPACITY"
+"""ErrorInfo reason: refused (RESOURCE_EXHAUSTED) at the server's concurrent-call limit."""
+
+SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
+"""ErrorInfo reason: refused (UNAVAILABLE) by a server that is shutting down."""
+
+NOT_STARTED_REASONS = frozenset({SERVER_AT_CAPACITY, SERVER_SHUTTING_DOWN})
+"""The reasons of a call refused before its server function ran: any call so refused may be
+made again, whatever its function does."""

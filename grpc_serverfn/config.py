@@ -59,7 +59,7 @@ class Limits:
     - ``max_message_bytes``: the largest request or chunk message, either way (grpc's receive
       and send limits); a larger chunk ends its call with RESOURCE_EXHAUSTED.
     - ``max_concurrent_calls``: calls beyond this many at once are refused with
-      RESOURCE_EXHAUSTED, not queued.
+      RESOURCE_EXHAUSTED, not queued (reason ``SERVER_AT_CAPACITY``: counted and logged).
     - ``max_input_depth``: the deepest nesting of an input's lists and objects; deeper is
       INVALID_ARGUMENT.
     - ``worker_threads``: the threads that run sync server functions (and step sync generators).

@@ -31,6 +31,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from ._wire import NOT_STARTED_REASONS
 from .observe import UNKNOWN_FUNCTION, CallRecord
 from .registry import Registry
 
@@ -69,6 +70,7 @@ class _Series:
         "handled",
         "handling",
         "in_flight",
+        "refused",
         "sent",
         "started",
     )
@@ -85,6 +87,9 @@ class _Series:
         self.in_flight = metrics.in_flight.labels(*labels)
         self.cancelled = metrics.cancelled.labels(*labels)
         self.coalesced = metrics.coalesced.labels(*labels)
+        self.refused = {
+            reason: metrics.refused.labels(*labels, reason) for reason in NOT_STARTED_REASONS
+        }
 
 
 class PrometheusMetrics:
@@ -162,6 +167,15 @@ class PrometheusMetrics:
             _LABELS,
             registry=into,
         )
+        self.refused = Counter(
+            "serverfn_calls_refused",
+            "Calls the server refused before running their function, by server function and"
+            " reason: SERVER_AT_CAPACITY (RESOURCE_EXHAUSTED at its concurrent-call limit) or"
+            " SERVER_SHUTTING_DOWN (UNAVAILABLE while it stops). Also counted in"
+            " grpc_server_handled under their status code.",
+            (*_LABELS, "reason"),
+            registry=into,
+        )
         if process_metrics:
             ProcessCollector(registry=into)
             PlatformCollector(registry=into)
@@ -194,6 +208,8 @@ class PrometheusMetrics:
             series.first_chunk.observe(sent.first_at - record.started_at)
         if record.cancelled:
             series.cancelled.inc()
+        elif record.refused is not None:
+            series.refused[record.refused].inc()
 
     def _add(self, function: str) -> _Series:
         # A name the constructor was not given, yet the server's registry holds (functions

@@ -73,6 +73,7 @@ class CallRecord:
         "metadata",
         "peer",
         "protocol",
+        "refused",
         "resumed",
         "sent",
         "started_at",
@@ -100,6 +101,10 @@ class CallRecord:
         """The decoded input, once decoded (observers log it only when asked to)."""
         self.resumed = False
         """True for a call that resumed a resumable stream."""
+        self.refused: str | None = None
+        """Why the server refused the call before its function ran, as the
+        ``google.rpc.ErrorInfo`` reason it sent (``SERVER_AT_CAPACITY``,
+        ``SERVER_SHUTTING_DOWN``); None for a call it took on."""
 
     @property
     def cancelled(self) -> bool:

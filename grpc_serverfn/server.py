@@ -218,6 +218,8 @@ class Server:
                 logger.warning("cleanup of cancelled calls still running after shutdown")
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        if self._core is not None:
+            self._core.flush_log()
         self.flush_observers()
 
     def flush_observers(self) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
+import grpc_serverfn._call
 from grpc_serverfn import Context, Limits, Registry
 from grpc_serverfn._call import CallCore
 from grpc_serverfn._transport import ResumePoint
@@ -179,6 +180,69 @@ async def test_limits_refuse_a_call_over_the_concurrency_limit() -> None:
     first.cancel()
     await first.done()
     assert (await call(core, "count_async", {"n": 1})).chunks == [0]
+
+
+def refusal_details(transport: Any) -> list[Any]:
+    """The ErrorInfo and RetryInfo of a refused call's ``google.rpc.Status`` trailer."""
+    status = status_pb2.Status.FromString(transport.trailer(GRPC_DETAILS_METADATA_KEY))
+    found: list[Any] = []
+    for packed in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+            detail = kind()
+            if packed.Unpack(detail):
+                found.append(detail)
+    return found
+
+
+async def test_a_call_refused_at_capacity_says_so_is_recorded_and_logged_once_a_while(
+    records: Records, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_serverfn._call, "REFUSAL_LOG_SECONDS", 0.2)
+    core = CallCore(app.fns, limits=Limits(max_concurrent_calls=1), observers=[records])
+    probe_key = key()
+    first = start(core, "commit_or_rollback", {"probe": probe_key})
+    await until(app.probe(probe_key).waiting)
+    with caplog.at_level(logging.INFO, logger="grpc_serverfn.server"):
+        refused = [await call(core, "count_async", {"n": 1}) for _ in range(20)]
+        first_lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        await asyncio.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    first.cancel()
+    await first.done()
+
+    assert {transport.code for transport in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    info, retry = refusal_details(refused[0])
+    assert (info.domain, info.reason) == ("serverfn.v1", "SERVER_AT_CAPACITY")
+    assert dict(info.metadata) == {"max_concurrent_calls": "1"}
+    assert retry.retry_delay.ToTimedelta().total_seconds() == 0.1
+    assert [r.refused for r in records.ended[:20]] == ["SERVER_AT_CAPACITY"] * 20
+    assert records.ended[20].refused is None  # the call it served
+    assert first_lines == [
+        "refused a call: the server is serving its limit of 1 concurrent calls"
+        " (RESOURCE_EXHAUSTED; Limits.max_concurrent_calls, serve --max-concurrent-calls)"
+    ]
+    assert lines[1].startswith("refused 19 more call(s) within 0.2 s: the server is serving")
+    assert len(lines) == 2
+    assert caplog.records[0].levelno == logging.WARNING
+
+
+async def test_a_call_refused_while_shutting_down_says_so(records: Records) -> None:
+    core = CallCore(app.fns, observers=[records])
+    core.start_draining()
+    refused = await call(core, "count_async", {"n": 1})
+    core.flush_log()
+    assert refused.code is grpc.StatusCode.UNAVAILABLE
+    [info] = refusal_details(refused)
+    assert (info.domain, info.reason) == ("serverfn.v1", "SERVER_SHUTTING_DOWN")
+    assert records.ended[0].refused == "SERVER_SHUTTING_DOWN"
+
+
+async def test_calls_refused_for_other_reasons_are_not_counted_as_refused(
+    core: CallCore, records: Records
+) -> None:
+    assert (await call(core, "no_such_function")).code is grpc.StatusCode.NOT_FOUND
+    assert (await call(core, "fail_with", "x")).code is grpc.StatusCode.FAILED_PRECONDITION
+    assert [record.refused for record in records.ended] == [None, None]
 
 
 async def test_middleware_runs_around_a_call_on_any_transport() -> None:

@@ -17,7 +17,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from grpc_serverfn import Client, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from grpc_serverfn import (
+    Client,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    Limits,
+    NotFound,
+)
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn.metrics import MetricsEndpoint, PrometheusMetrics
 from grpc_serverfn.observe import UNKNOWN_FUNCTION
@@ -119,6 +126,8 @@ def test_every_function_has_zeroed_series_before_any_call(metered: Metered) -> N
         assert scrape.value("serverfn_streams_in_flight", function) == 0
         assert scrape.value("serverfn_calls_cancelled_total", function) == 0
         assert scrape.value("serverfn_chunks_coalesced_total", function) == 0
+        for reason in ("SERVER_AT_CAPACITY", "SERVER_SHUTTING_DOWN"):
+            assert scrape.value("serverfn_calls_refused_total", function, reason=reason) == 0
     assert scrape.families["grpc_server_handling_seconds"].type == "histogram"
     assert scrape.families["serverfn_streams_in_flight"].type == "gauge"
     assert "Chunks sent" in scrape.families["grpc_server_msg_sent"].documentation
@@ -193,6 +202,40 @@ def test_a_call_past_its_deadline_counts_as_cancelled_too(metered: Metered) -> N
     scrape = metered.settled("wait_async", 1)
     assert scrape.handled("wait_async") == {"DEADLINE_EXCEEDED": 1}
     assert scrape.value("serverfn_calls_cancelled_total", "wait_async") == 1
+
+
+def test_calls_refused_at_capacity_are_counted_as_refused() -> None:
+    metrics = PrometheusMetrics(app.fns)
+    endpoint = MetricsEndpoint(metrics.registry, port=0)
+    probe = f"metrics-{uuid.uuid4().hex}"
+    request = serverfn_pb2.InvokeRequest(function="echo_async", json='"x"')
+    try:
+        with (
+            run_in_thread(
+                app.fns, observers=[metrics], limits=Limits(max_concurrent_calls=1)
+            ) as server,
+            Client(server.target) as client,
+            grpc.insecure_channel(server.target) as channel,
+        ):
+            stream = client.invoke("wait_async", {"probe": probe, "seconds": 60})
+            assert next(stream) == 0
+            stub = serverfn_pb2_grpc.ServerFunctionsStub(channel)  # type: ignore[no-untyped-call]
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(stub.Invoke(request))  # a plain stub: not made again
+                assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+            stream.cancel()
+            scrape = scrape_until(endpoint.url, lambda s: bool(s.handled("echo_async")))
+    finally:
+        endpoint.close()
+    assert scrape.handled("echo_async") == {"RESOURCE_EXHAUSTED": 3}
+    refused_total = "serverfn_calls_refused_total"
+    assert scrape.value(refused_total, "echo_async", reason="SERVER_AT_CAPACITY") == 3
+    assert scrape.value(refused_total, "echo_async", reason="SERVER_SHUTTING_DOWN") == 0
+    assert scrape.value(refused_total, "wait_async", reason="SERVER_AT_CAPACITY") == 0
+    assert (
+        "before running their function" in scrape.families["serverfn_calls_refused"].documentation
+    )
 
 
 def test_an_unknown_function_name_never_becomes_a_label(metered: Metered) -> None:
