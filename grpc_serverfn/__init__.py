@@ -24,7 +24,7 @@ The path of a call through the server, one module a step::
 another adapter onto the same ``CallCore``.
 """
 
-from ._client_core import ClientTLS, FunctionInfo, ResumePolicy
+from ._client_core import ClientTLS, FunctionInfo, ResumePolicy, RetryPolicy
 from ._version import __version__
 from .auth import Identity, bearer_auth
 from .calllog import CallLog
@@ -89,6 +89,7 @@ __all__ = [
     "Registry",
     "ResourceExhausted",
     "ResumePolicy",
+    "RetryPolicy",
     "Server",
     "ServerFnError",
     "ServerFunction",

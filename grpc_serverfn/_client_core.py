@@ -1,10 +1,12 @@
 """Everything a client does that is not I/O, shared by ``Client`` and ``AsyncClient``:
-TLS configuration, building requests, decoding chunks and function lists, turning a failed call
-into an error (a failed TLS connection with a hint at its likely cause).
+TLS configuration, building requests, decoding chunks and function lists, deciding whether a
+failed call is made again or resumed, turning a failed call into an error (a failed TLS
+connection with a hint at its likely cause).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,13 +14,20 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from . import _codec as codec
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._trace_context import trace_metadata
 from ._version import __version__
-from ._wire import COALESCE_MAX_BATCH, STREAM_ID_METADATA_KEY
+from ._wire import (
+    COALESCE_MAX_BATCH,
+    ERROR_DOMAIN,
+    GRPC_DETAILS_METADATA_KEY,
+    NOT_STARTED_REASONS,
+    STREAM_ID_METADATA_KEY,
+)
 from .errors import ServerFnError, Unavailable, error_from_status
 
 __all__ = [
@@ -26,6 +35,8 @@ __all__ = [
     "ClientTLS",
     "ResumePolicy",
     "Resumer",
+    "RetryPolicy",
+    "Retrier",
     "FunctionInfo",
     "MetadataLike",
     "build_request",
@@ -142,6 +153,42 @@ class ResumePolicy:
 DEFAULT_RESUME = ResumePolicy()
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the clients make a call again when it failed before any chunk arrived and making
+    it again is safe: up to ``attempts`` more times, waiting ``backoff`` seconds before the
+    first and twice as long before each next one, at most ``max_backoff`` (each wait shortened
+    at random by up to half, so that the calls of a refused burst do not all come back at
+    once; never shorter than the server's ``google.rpc.RetryInfo`` asks), within the call's
+    timeout. Made again:
+
+    - any call the server refused before running its function: RESOURCE_EXHAUSTED at its
+      concurrent-call limit, UNAVAILABLE while it shuts down (a ``google.rpc.ErrorInfo`` in
+      domain ``serverfn.v1``, reason ``SERVER_AT_CAPACITY`` or ``SERVER_SHUTTING_DOWN``);
+    - a call of a GET function (safe to repeat; its method is asked of the server with
+      ``ListFunctions`` when first needed, again at the next attempt while it cannot be told)
+      that failed with UNAVAILABLE once connected (the connection dropped, or the server
+      refused the stream) or that grpc dropped (CANCELLED without a status from the server,
+      as grpc does with calls beyond the server's pending-call limit). A channel that could
+      not connect at all fails at once, as before: grpc waits before it connects again.
+
+    A POST function's call that may have started is never made again; a call that delivered a
+    chunk is never made again (a resumable stream resumes instead, see ``ResumePolicy``).
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 1.0
+
+    def delay(self, attempt: int, at_least: float = 0.0) -> float:
+        """Seconds to wait before attempt ``attempt`` (counting from 1), at least ``at_least``."""
+        longest = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
+        return max(at_least, longest * random.uniform(0.5, 1.0))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
 class BaseClient:
     """What ``Client`` and ``AsyncClient`` share: configuration, and building every request.
 
@@ -160,6 +207,7 @@ class BaseClient:
         encoding: Encoding = "json",
         coalesce: bool = True,
         resume: ResumePolicy | None = DEFAULT_RESUME,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
         channels: int = 1,
     ) -> None:
         if encoding not in _ACCEPT:
@@ -180,6 +228,12 @@ class BaseClient:
         self._encoding: Encoding = encoding
         self._max_batch = COALESCE_MAX_BATCH if coalesce else 0
         self._resume = resume
+        self._retry = retry
+        self._closed = False
+        # Each function's method (GET, POST), as ListFunctions told it, and how many times it
+        # was asked (the calls that waited for one answer share it, whatever it was).
+        self._methods: dict[str, str] = {}
+        self._lookups = 0
         if channels < 1:
             raise ValueError(f"channels must be 1 or more, not {channels}")
         self._channel_count = channels
@@ -234,6 +288,30 @@ class BaseClient:
         resumer = Resumer(self._resume, request, self._timeout if timeout is None else timeout)
         resumer.stream_id = stream_id
         return resumer
+
+    def _retrier(
+        self, request: serverfn_pb2.InvokeRequest, timeout: float | None
+    ) -> Retrier | None:
+        """When the call is made again (None: never)."""
+        if self._retry is None:
+            return None
+        return Retrier(
+            self._retry, request, self._timeout if timeout is None else timeout, self._is_closed
+        )
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _learn_methods(self, infos: Iterable[FunctionInfo]) -> None:
+        self._methods.update((info.name, info.method) for info in infos)
+
+    def _should_look_up(self, asked: int) -> bool:
+        """Whether a call that found ``asked`` lookups made, and has waited its turn, makes
+        one: not when another did meanwhile (its answer, or its failure, is this call's)."""
+        if self._lookups != asked:
+            return False
+        self._lookups += 1
+        return True
 
     def _error(self, error: _FailedCall) -> ServerFnError:
         """The ``ServerFnError`` for a failed call; a connection that failed the way a TLS
@@ -300,6 +378,99 @@ class Resumer:
         if timeout is not None:
             connect_timeout = min(connect_timeout, timeout)
         return ResumePlan(request, self._policy.delay(self._attempts), timeout, connect_timeout)
+
+
+METHOD_LOOKUP_TIMEOUT = 5.0
+"""The longest a client waits for ListFunctions when it needs a function's method."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """The same call made again: ``request`` after ``delay`` seconds, with ``timeout`` left;
+    ``if_get``: only if the function's method is GET."""
+
+    request: serverfn_pb2.InvokeRequest
+    delay: float
+    timeout: float | None
+    if_get: bool
+
+
+class Retrier:
+    """Decides whether a call that failed before its first chunk is made again (see
+    ``RetryPolicy``); the streams only do the I/O."""
+
+    __slots__ = ("_attempts", "_closed", "_deadline", "_policy", "_request", "cancelled")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        request: serverfn_pb2.InvokeRequest,
+        timeout: float | None,
+        closed: Callable[[], bool],
+    ) -> None:
+        self._policy = policy
+        self._request = request
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._closed = closed
+        self._attempts = 0
+        self.cancelled = False
+        """Set when the caller cancels the call: its CANCELLED is then not retried."""
+
+    def plan(self, error: _FailedCall, received: bool) -> RetryPlan | None:
+        """How to make the call again after it failed with ``error``, or None to raise it;
+        ``received``: whether any chunk arrived (then it is never made again)."""
+        if received or self.cancelled or self._closed() or self._attempts >= self._policy.attempts:
+            return None
+        code = error.code()
+        refused = refusal_of(error)
+        if refused is not None:
+            if_get, at_least = False, refused
+        elif (code is grpc.StatusCode.UNAVAILABLE and not _never_connected(error)) or (
+            code is grpc.StatusCode.CANCELLED and not _has_status(error)
+        ):
+            if_get, at_least = True, 0.0
+        else:
+            return None
+        delay = self._policy.delay(self._attempts + 1, at_least)
+        timeout = None
+        if self._deadline is not None:
+            timeout = self._deadline - time.monotonic() - delay
+            if timeout <= 0:
+                return None
+        self._attempts += 1
+        return RetryPlan(self._request, delay, timeout, if_get)
+
+
+def refusal_of(error: _FailedCall) -> float | None:
+    """For a call the server refused before running its function (``google.rpc.ErrorInfo``
+    in domain ``serverfn.v1`` with a not-started reason), the seconds its
+    ``google.rpc.RetryInfo`` asks to wait (0 without one); None for any other failure."""
+    if error.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+        return None
+    details = error_from_rpc_error(error).details
+    if not any(
+        isinstance(detail, error_details_pb2.ErrorInfo)
+        and detail.domain == ERROR_DOMAIN
+        and detail.reason in NOT_STARTED_REASONS
+        for detail in details
+    ):
+        return None
+    for detail in details:
+        if isinstance(detail, error_details_pb2.RetryInfo):
+            return float(detail.retry_delay.ToTimedelta().total_seconds())
+    return 0.0
+
+
+def _has_status(error: _FailedCall) -> bool:
+    """Whether the server ended the call with a status of its own (a grpc-serverfn server
+    sends its ``google.rpc.Status`` with every error); grpc's own resets carry none."""
+    return any(item[0] == GRPC_DETAILS_METADATA_KEY for item in error.trailing_metadata() or ())
+
+
+def _never_connected(error: _FailedCall) -> bool:
+    """Whether the channel could not connect at all (then grpc waits before it tries again,
+    so making the call again at once would fail the same way)."""
+    return _failed_to_connect((error.details() or "").lower())
 
 
 def stream_id_of(metadata: Any) -> str | None:
@@ -423,12 +594,19 @@ _HINTS: tuple[tuple[tuple[str, ...], frozenset[str], str], ...] = (
 )
 
 
+def _failed_to_connect(lowered_details: str) -> bool:
+    # pick_first and round_robin's words for "no connection could be made".
+    return (
+        "failed to connect" in lowered_details
+        or "connections to all backends failing" in lowered_details
+    )
+
+
 def connection_hint(details: str, security: Security) -> str | None:
     """What to check when a connection failed with these details, or None when they do not
     look like a TLS mismatch (e.g. a refused connection)."""
     lowered = details.lower()
-    # pick_first and round_robin's words for "no connection could be made".
-    if "failed to connect" not in lowered and "connections to all backends failing" not in lowered:
+    if not _failed_to_connect(lowered):
         return None  # the connection was up: whatever ended the call, it was not the handshake
     for needles, securities, hint in _HINTS:
         if security in securities and any(needle in lowered for needle in needles):

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -32,12 +34,14 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._client_core import (
+    METHOD_LOOKUP_TIMEOUT,
     BaseClient,
     Batch,
     ErrorMapper,
     FunctionInfo,
     MetadataLike,
     Resumer,
+    Retrier,
     decode_chunk,
     error_from_rpc_error,
     function_infos,
@@ -47,6 +51,7 @@ from ._client_core import (
     too_many_chunks,
 )
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
+from .errors import ServerFnError
 
 __all__ = ["AsyncChunkStream", "AsyncClient", "ChunkStream", "Client"]
 
@@ -64,8 +69,10 @@ class ChunkStream(Iterator[Any]):
         "_invoke",
         "_last",
         "_metadata",
+        "_method_of",
         "_pending",
         "_resumer",
+        "_retrier",
     )
 
     def __init__(
@@ -76,15 +83,19 @@ class ChunkStream(Iterator[Any]):
         invoke: Any = None,
         metadata: Any = None,
         channel: grpc.Channel | None = None,
+        retrier: Retrier | None = None,
+        method_of: Callable[[str, float | None], str | None] | None = None,
     ) -> None:
         self._call = call
         self._error = error
         self._pending: collections.deque[Any] | None = None  # the rest of a coalesced batch
         self._last: serverfn_pb2.Chunk | None = None  # where a resume starts from
         self._resumer = resumer
-        self._invoke = invoke  # the stub method, to resume with
+        self._invoke = invoke  # the stub method, to resume or make the call again with
         self._metadata = metadata
         self._channel = channel  # to wait on for a connection before resuming
+        self._retrier = retrier
+        self._method_of = method_of  # a function's method (GET, POST), for the retrier
 
     def __next__(self) -> Any:
         # The per-chunk path: no generator layer, batches unpacked in place.
@@ -94,7 +105,7 @@ class ChunkStream(Iterator[Any]):
         try:
             message = next(self._call)
         except grpc.RpcError as error:
-            message = self._resume_after(error)
+            message = self._after_failure(error)
         self._last = message
         value = decode_chunk(message)
         if type(value) is Batch:
@@ -102,19 +113,34 @@ class ChunkStream(Iterator[Any]):
             return pending.popleft()
         return value
 
-    def _resume_after(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
-        """The next message of a resumable stream whose call failed, from a resumed call (tried
-        again while the policy allows), or the call's error raised."""
-        resumer = self._resumer
-        while resumer is not None:
-            resumer.note_metadata(self._call.initial_metadata())
-            plan = resumer.plan(error.code(), self._last)
-            if plan is None:
-                break
-            time.sleep(plan.delay)
-            if self._channel is not None and not _ready(self._channel, plan.connect_timeout):
-                continue  # still no server: the next attempt, or the error
-            self._call = self._invoke(plan.request, timeout=plan.timeout, metadata=self._metadata)
+    def _after_failure(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
+        """The next message after the call failed: from a resumed call (a resumable stream,
+        ``ResumePolicy``) or from the call made again (``RetryPolicy``), tried again while the
+        policies allow; else the call's error raised."""
+        resumer, retrier = self._resumer, self._retrier
+        while True:
+            plan = None
+            if resumer is not None:
+                resumer.note_metadata(self._call.initial_metadata())
+                plan = resumer.plan(error.code(), self._last)
+            if plan is not None:
+                time.sleep(plan.delay)
+                if self._channel is not None and not _ready(self._channel, plan.connect_timeout):
+                    continue  # still no server: the next attempt, or the error
+                request, timeout = plan.request, plan.timeout
+            else:
+                retry = None if retrier is None else retrier.plan(error, self._last is not None)
+                if retry is None or self._method_of is None:
+                    break
+                time.sleep(retry.delay)
+                if retry.if_get:
+                    method = self._method_of(retry.request.function, retry.timeout)
+                    if method is None:
+                        continue  # not told yet: the next attempt asks again
+                    if method != "GET":
+                        break
+                request, timeout = retry.request, retry.timeout
+            self._call = self._invoke(request, timeout=timeout, metadata=self._metadata)
             try:
                 message: serverfn_pb2.Chunk = next(self._call)
             except grpc.RpcError as again:
@@ -128,7 +154,7 @@ class ChunkStream(Iterator[Any]):
 
     def cancel(self) -> None:
         """Cancel the call (no effect once it has ended)."""
-        self._call.cancel()
+        _cancel(self)
 
     def stream_id(self) -> str | None:
         """The id of a resumable function's stream (waits for the server's first response);
@@ -150,7 +176,7 @@ class ChunkStream(Iterator[Any]):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._call.cancel()
+        _cancel(self)
 
     def __del__(self) -> None:
         _cancel_if_running(self)
@@ -173,8 +199,10 @@ class AsyncChunkStream(AsyncIterator[Any]):
         "_last",
         "_messages",
         "_metadata",
+        "_method_of",
         "_pending",
         "_resumer",
+        "_retrier",
     )
 
     def __init__(
@@ -185,6 +213,8 @@ class AsyncChunkStream(AsyncIterator[Any]):
         invoke: Any = None,
         metadata: Any = None,
         channel: grpc.aio.Channel | None = None,
+        retrier: Retrier | None = None,
+        method_of: Callable[[str, float | None], Awaitable[str | None]] | None = None,
     ) -> None:
         self._call = call
         self._error = error
@@ -195,6 +225,8 @@ class AsyncChunkStream(AsyncIterator[Any]):
         self._invoke = invoke
         self._metadata = metadata
         self._channel = channel
+        self._retrier = retrier
+        self._method_of = method_of
 
     def __aiter__(self) -> AsyncChunkStream:
         return self
@@ -206,7 +238,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
         try:
             message = await self._messages.__anext__()
         except grpc.RpcError as error:
-            message = await self._resume_after(error)
+            message = await self._after_failure(error)
         self._last = message
         value = decode_chunk(message)
         if type(value) is Batch:
@@ -214,20 +246,34 @@ class AsyncChunkStream(AsyncIterator[Any]):
             return pending.popleft()
         return value
 
-    async def _resume_after(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
-        """As ``ChunkStream._resume_after``, waiting without blocking the loop."""
-        resumer = self._resumer
-        while resumer is not None:
-            resumer.note_metadata(await self._call.initial_metadata())
-            plan = resumer.plan(error.code(), self._last)
-            if plan is None:
-                break
-            await asyncio.sleep(plan.delay)
-            if self._channel is not None and not await _ready_async(
-                self._channel, plan.connect_timeout
-            ):
-                continue
-            self._call = self._invoke(plan.request, timeout=plan.timeout, metadata=self._metadata)
+    async def _after_failure(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
+        """As ``ChunkStream._after_failure``, waiting without blocking the loop."""
+        resumer, retrier = self._resumer, self._retrier
+        while True:
+            plan = None
+            if resumer is not None:
+                resumer.note_metadata(await self._call.initial_metadata())
+                plan = resumer.plan(error.code(), self._last)
+            if plan is not None:
+                await asyncio.sleep(plan.delay)
+                if self._channel is not None and not await _ready_async(
+                    self._channel, plan.connect_timeout
+                ):
+                    continue
+                request, timeout = plan.request, plan.timeout
+            else:
+                retry = None if retrier is None else retrier.plan(error, self._last is not None)
+                if retry is None or self._method_of is None:
+                    break
+                await asyncio.sleep(retry.delay)
+                if retry.if_get:
+                    method = await self._method_of(retry.request.function, retry.timeout)
+                    if method is None:
+                        continue
+                    if method != "GET":
+                        break
+                request, timeout = retry.request, retry.timeout
+            self._call = self._invoke(request, timeout=timeout, metadata=self._metadata)
             self._messages = self._call.__aiter__()
             try:
                 message: serverfn_pb2.Chunk = await self._messages.__anext__()
@@ -239,7 +285,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
 
     def cancel(self) -> None:
         """Cancel the call (no effect once it has ended)."""
-        self._call.cancel()
+        _cancel(self)
 
     async def stream_id(self) -> str | None:
         """The id of a resumable function's stream (waits for the server's first response);
@@ -259,7 +305,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._call.cancel()
+        _cancel(self)
 
     def __del__(self) -> None:
         _cancel_if_running(self)
@@ -282,6 +328,17 @@ async def _ready_async(channel: grpc.aio.Channel, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _lookup_timeout(timeout: float | None) -> float:
+    return METHOD_LOOKUP_TIMEOUT if timeout is None else min(timeout, METHOD_LOOKUP_TIMEOUT)
+
+
+def _cancel(stream: ChunkStream | AsyncChunkStream) -> None:
+    # The caller's own cancellation: its CANCELLED is never a reason to call again.
+    if stream._retrier is not None:
+        stream._retrier.cancelled = True
+    stream._call.cancel()
 
 
 def _cancel_if_running(stream: ChunkStream | AsyncChunkStream) -> None:
@@ -316,6 +373,7 @@ class Client(BaseClient):
         self._next_channel = itertools.cycle(zip(self._channels, self._stubs, strict=True)).__next__
         # typeshed's HealthStub declares no methods; the generated one has them.
         self._health: Any = health_pb2_grpc.HealthStub(self._channels[0])
+        self._method_lookup = threading.Lock()
 
     def invoke(
         self,
@@ -357,10 +415,29 @@ class Client(BaseClient):
         options = self._call_options(timeout, metadata)
         channel, stub = self._next_channel()
         invoke = stub.Invoke
-        resumer = self._resumer(request, timeout, stream_id)
         return ChunkStream(
-            invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
+            invoke(request, **options),
+            self._error,
+            self._resumer(request, timeout, stream_id),
+            invoke,
+            options["metadata"],
+            channel,
+            self._retrier(request, timeout),
+            self._method_of,
         )
+
+    def _method_of(self, function: str, timeout: float | None) -> str | None:
+        """The method of ``function`` (GET, POST), asking the server if need be; None when
+        it cannot be told (yet)."""
+        method = self._methods.get(function)
+        if method is not None:
+            return method
+        asked = self._lookups
+        with self._method_lookup:  # one ListFunctions at a time, whatever number of calls wait
+            if self._should_look_up(asked):
+                with contextlib.suppress(ServerFnError):
+                    self.functions(timeout=_lookup_timeout(timeout))
+            return self._methods.get(function)
 
     def cancel_stream(
         self,
@@ -402,7 +479,9 @@ class Client(BaseClient):
             response = self._stub.ListFunctions(request, **self._call_options(timeout, None))
         except grpc.RpcError as error:
             raise self._error(error) from None
-        return function_infos(response)
+        infos = function_infos(response)
+        self._learn_methods(infos)
+        return infos
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
@@ -415,6 +494,7 @@ class Client(BaseClient):
 
     def close(self) -> None:
         """Close the channels, cancelling calls still running."""
+        self._closed = True
         for channel in self._channels:
             channel.close()
 
@@ -450,6 +530,7 @@ class AsyncClient(BaseClient):
             Callable[[], tuple[grpc.aio.Channel, serverfn_pb2_grpc.ServerFunctionsStub]] | None
         ) = None
         self._health: Any = None
+        self._method_lookup = asyncio.Lock()
 
     def _connect(self) -> tuple[grpc.aio.Channel, serverfn_pb2_grpc.ServerFunctionsStub]:
         """The channel and stub for the next call (made on first use, round-robin after)."""
@@ -507,10 +588,28 @@ class AsyncClient(BaseClient):
         options = self._call_options(timeout, metadata)
         channel, stub = self._connect()
         invoke = stub.Invoke
-        resumer = self._resumer(request, timeout, stream_id)
         return AsyncChunkStream(
-            invoke(request, **options), self._error, resumer, invoke, options["metadata"], channel
+            invoke(request, **options),
+            self._error,
+            self._resumer(request, timeout, stream_id),
+            invoke,
+            options["metadata"],
+            channel,
+            self._retrier(request, timeout),
+            self._method_of,
         )
+
+    async def _method_of(self, function: str, timeout: float | None) -> str | None:
+        """As ``Client._method_of``."""
+        method = self._methods.get(function)
+        if method is not None:
+            return method
+        asked = self._lookups
+        async with self._method_lookup:
+            if self._should_look_up(asked):
+                with contextlib.suppress(ServerFnError):
+                    await self.functions(timeout=_lookup_timeout(timeout))
+            return self._methods.get(function)
 
     async def cancel_stream(
         self,
@@ -558,7 +657,9 @@ class AsyncClient(BaseClient):
             )
         except grpc.RpcError as error:
             raise self._error(error) from None
-        return function_infos(response)
+        infos = function_infos(response)
+        self._learn_methods(infos)
+        return infos
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The standard health check: ``SERVING``, ``NOT_SERVING``, ... (``""``: the server)."""
@@ -572,6 +673,7 @@ class AsyncClient(BaseClient):
 
     async def aclose(self) -> None:
         """Close the channels, cancelling calls still running."""
+        self._closed = True
         for channel in self._channels:
             await channel.close()
 

@@ -59,7 +59,8 @@ class Limits:
     - ``max_message_bytes``: the largest request or chunk message, either way (grpc's receive
       and send limits); a larger chunk ends its call with RESOURCE_EXHAUSTED.
     - ``max_concurrent_calls``: calls beyond this many at once are refused with
-      RESOURCE_EXHAUSTED, not queued (reason ``SERVER_AT_CAPACITY``: counted and logged).
+      RESOURCE_EXHAUSTED, not queued (reason ``SERVER_AT_CAPACITY``: counted and logged; the
+      clients make the call again, see ``RetryPolicy``).
     - ``max_input_depth``: the deepest nesting of an input's lists and objects; deeper is
       INVALID_ARGUMENT.
     - ``worker_threads``: the threads that run sync server functions (and step sync generators).
@@ -67,8 +68,9 @@ class Limits:
       server takes up one call per turn of its event loop, so a burst of calls that arrive at
       once waits here, a few milliseconds each (about 10 KiB of memory a call). grpc cancels
       the calls beyond this many before the server sees them: the caller gets CANCELLED, which
-      no metric or log line of the server counts. (grpc's own default, 1,000 with random drops
-      from there up to 3,000, cancelled 150-220 calls of a burst of 2,000.)
+      no metric or log line of the server counts (the clients make a GET function's call
+      again). grpc's own default, 1,000 with random drops from there up to 3,000, cancelled
+      150-220 calls of a burst of 2,000.
     """
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES

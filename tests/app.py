@@ -185,6 +185,14 @@ async def wait_async(data: Wait) -> AsyncIterator[int]:
         record.cleaned_up.set()
 
 
+@fns.server_fn(method="POST")
+async def post_wait(data: Wait) -> AsyncIterator[int]:
+    """``wait_async`` declared POST: it may act, so a client never makes it again once it may
+    have run."""
+    async for chunk in wait_async(data):
+        yield chunk
+
+
 @fns.server_fn
 def wait_sync(data: Wait, ctx: Context) -> Iterator[int]:
     """A sync generator that yields chunks then polls ctx.cancelled; records cleanup."""

@@ -113,7 +113,8 @@ async def burst(target: str) -> collections.Counter[str]:
             return error.code.name
         return "OK" if chunks == expected else "WRONG CHUNKS"
 
-    async with AsyncClient(target, timeout=120) as client:
+    # retry=None: what the server does on its own, with no call made again by the client
+    async with AsyncClient(target, timeout=120, retry=None) as client:
         ended = await asyncio.gather(*(one_stream(client) for _ in range(BURST)))
     return collections.Counter(ended)
 
