@@ -52,6 +52,10 @@ from .context import Metadata, MetadataValue
 __all__ = ["WebServer", "WebTransport", "asgi_app"]
 
 logger = logging.getLogger("grpc_serverfn.server")
+# hypercorn's own log lines; Server logs where the web port serves (hypercorn's "Running on"
+# line would say it again, with a hint about CTRL + C meant for hypercorn's own command).
+hypercorn_logger = logging.getLogger("grpc_serverfn.web.hypercorn")
+hypercorn_logger.addFilter(lambda record: not str(record.msg).startswith("Running on "))
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -307,7 +311,7 @@ class WebServer:
         self.port = listener.getsockname()[1]
         config = self._config
         config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns the socket from here
-        config.errorlog = logging.getLogger("hypercorn.error")
+        config.errorlog = hypercorn_logger
         config.accesslog = None
         config.include_server_header = False
         self._task = asyncio.create_task(
