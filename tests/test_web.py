@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import signal
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +29,7 @@ from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsCli
 from grpc_serverfn.observe import UNKNOWN_FUNCTION, CallRecord
 from grpc_serverfn.testing import RunningServer, run_in_loop, run_in_thread
 from tests import app
+from tests.processes import PROMPTLY, ROOT, SCRIPT, server_env, serving
 
 INVOKE = "/serverfn.v1.ServerFunctions/Invoke"
 
@@ -443,3 +447,45 @@ async def test_cors_lets_a_listed_origin_read_the_stream_id() -> None:
         exposed = response.headers["access-control-expose-headers"].lower()
         assert "serverfn-stream-id" in exposed
         assert "grpc-status-details-bin" in exposed
+
+
+# --- the command line ------------------------------------------------------------------------
+
+WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
+
+
+async def test_serve_web_port_serves_browsers_and_stops_on_sigterm() -> None:
+    spec = "tests.app:fns"
+    with serving(spec, "--port", "0", "--web-port", "0", "--cors-origin", "https://a.example") as s:
+        match = WEB_SERVING.search(await asyncio.to_thread(s.wait_for_line, WEB_SERVING))
+        assert match is not None
+        async with client_for(match.group(1)) as client:
+            chunks, error = await collect(client, request("count_async", {"n": 3}))
+        assert error is None
+        assert values(chunks) == [0, 1, 2]
+        s.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(s.wait, PROMPTLY) == 0, s.log
+    assert "Running on" not in s.log  # hypercorn's own line: the one above says it
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--cors-origin", "https://a.example"], "--cors-origin is for the web port"),
+        (["--web-port", "0", "--workers", "2"], "--web-port does not work with --workers"),
+        (["--web-port", "70000"], "expected a port number"),
+    ],
+)
+def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: str) -> None:
+    result = subprocess.run(
+        [SCRIPT, "serve", "tests.app:fns", "--port", "0", *flags],
+        cwd=ROOT,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROMPTLY,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert complaint in result.stderr
