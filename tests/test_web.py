@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import signal
 import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -46,6 +48,13 @@ WIRES = {
 def web_server() -> Iterator[RunningServer]:
     """The test app with a web port, served from a background thread for the module."""
     with run_in_thread(app.fns, web_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
+    """examples/demo.py with a web port (the README's curl session calls it)."""
+    with run_in_thread(demo.fns, web_port=0) as running:
         yield running
 
 
@@ -489,3 +498,37 @@ def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: s
     )
     assert result.returncode == 2, result.stderr
     assert complaint in result.stderr
+
+
+def test_the_readmes_curl_commands_work(demo_server: RunningServer) -> None:
+    """README.md's curl session for the web port, run as written against the demo."""
+    for tool in ("curl", "xxd"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Browsers: the web port", 1)[1].split("\n## ", 1)[0]
+    sessions = re.findall(r"```console\n(.*?)```", section, re.DOTALL)
+    url = demo_server.web_url
+    for session in sessions[1:]:  # the first installs and serves
+        command, expected = _command_and_output(session)
+        command = command.replace("http://127.0.0.1:8080", url)
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=PROMPTLY, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        shown = expected.removesuffix("...\n").rstrip("\n")
+        assert result.stdout.startswith(shown), f"{command}\n{result.stdout}"
+
+
+def _command_and_output(session: str) -> tuple[str, str]:
+    """A console session's commands (``$`` lines and their continuations) and what it shows."""
+    commands: list[str] = []
+    output: list[str] = []
+    continued = False
+    for line in session.splitlines(keepends=True):
+        if line.startswith("$ ") or (continued and not output):
+            commands.append(line.removeprefix("$ "))
+            continued = line.rstrip().endswith(("\\", "|"))
+        else:
+            output.append(line)
+    return "".join(commands), "".join(output)
