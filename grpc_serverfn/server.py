@@ -214,7 +214,12 @@ class Server:
                 cors_origins=self._cors_origins,
             )
             await web.start()
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            if web is not None:
+                await web.stop(0)
+            raise
         self._server = server
         self._web = web
         for service in ("", SERVICE_NAME):

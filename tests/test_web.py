@@ -112,6 +112,20 @@ async def test_chunks_arrive_in_order(web_server: RunningServer, wire: str) -> N
     assert [chunk.seq for chunk in chunks] == [0, 1, 2, 3, 4]
 
 
+async def test_a_caller_that_opts_in_gets_chunks_coalesced(
+    web_server: RunningServer, wire: str
+) -> None:
+    async with client_for(web_server.web_url, wire) as client:
+        chunks, error = await collect(client, request("count_async", {"n": 300}, max_batch=64))
+    assert error is None
+    got = []
+    for chunk in chunks:
+        texts = chunk.batch.json if chunk.WhichOneof("payload") == "batch" else [chunk.json]
+        assert chunk.seq == len(got)
+        got += [json.loads(text) for text in texts]
+    assert got == list(range(300))
+
+
 async def test_a_plain_function_and_value_encoding(web_server: RunningServer, wire: str) -> None:
     async with client_for(web_server.web_url, wire) as client:
         chunks, error = await collect(
