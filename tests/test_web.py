@@ -25,7 +25,7 @@ from connectrpc.errors import ConnectError
 from connectrpc.protocol import ProtocolType
 from google.rpc import error_details_pb2
 
-from grpc_serverfn import Context, Identity, Registry, bearer_auth
+from grpc_serverfn import Context, Identity, Limits, Registry, bearer_auth
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2 as pb
 from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsClient
 from grpc_serverfn.observe import UNKNOWN_FUNCTION, CallRecord
@@ -391,6 +391,32 @@ async def test_observers_see_the_web_protocol_and_how_calls_ended() -> None:
 
 
 # --- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_both_ports_share_one_core_and_its_limits() -> None:
+    """A call in flight on the gRPC port counts against the limit a web call then meets."""
+    key = "web-shared-limit"
+    record = app.probe(key)
+    async with (
+        run_in_loop(app.fns, web_port=0, limits=Limits(max_concurrent_calls=1)) as running,
+        running.async_client() as grpc_client,
+        client_for(running.web_url) as client,
+    ):
+        held = grpc_client.invoke("wait_async", {"probe": key})
+        async for _ in held:
+            break
+        _, error = await collect(client, request("count_async", {"n": 1}))
+        held.cancel()
+        assert error is not None
+        assert error.code is Code.RESOURCE_EXHAUSTED
+        await asyncio.to_thread(wait_until, record.cleaned_up)
+        for _ in range(100):  # the core counts the gRPC call out just after its cleanup
+            chunks, error = await collect(client, request("count_async", {"n": 1}))
+            if error is None or error.code is not Code.RESOURCE_EXHAUSTED:
+                break
+            await asyncio.sleep(0.02)
+    assert error is None
+    assert values(chunks) == [0]
 
 
 async def test_stopping_drains_the_web_port_too() -> None:
