@@ -6,7 +6,8 @@ from ``Client`` / ``AsyncClient``, from stubs generated from ``protos/``, or fro
 The path of a call through the server, one module a step::
 
     grpc.aio ─► _grpc.py        the transport: the request parsed once (_messages.py)
-                  │              into an Invocation (_transport.py)
+                  │              into an Invocation (_transport.py); browsers' Connect and
+                  │              gRPC-Web calls come the same way through _web.py (web_port)
                   ▼
               _call.py          CallCore, the one driver: admit (limits, draining), look up,
                   │              decode, middleware (middleware.py), run the handler
@@ -20,8 +21,8 @@ The path of a call through the server, one module a step::
                   ▼
               Transport.finish  status and trailers back through the transport
 
-``server.py`` owns the lifecycle around it (bind, health, drain, stop); a second transport is
-another adapter onto the same ``CallCore``.
+``server.py`` owns the lifecycle around it (bind, health, drain, stop), for both ports; a
+transport is an adapter onto the same ``CallCore``.
 """
 
 from ._client_core import ClientTLS, FunctionInfo, ResumePolicy, RetryPolicy

@@ -1,12 +1,12 @@
 """The contract between the call core (``_call.py``) and the transports that carry calls.
 
-A transport adapter (``_grpc.py`` for grpc.aio) parses what arrived once, at its edge, into an
-``Invocation``: plain, typed values that say nothing of the protocol. It hands that to the core
-with a ``Transport``, the four things the core needs from the connection: send the initial
-metadata, send one message (a chunk, or a batch of them), finish with a status, and tell whether
-the caller is gone. The core never sees a request message or a servicer context, so a second
-transport needs no change to it (``tests/memory_transport.py`` drives real calls without a
-socket).
+A transport adapter (``_grpc.py`` for grpc.aio, ``_web.py`` for Connect and gRPC-Web) parses
+what arrived once, at its edge, into an ``Invocation``: plain, typed values that say nothing of
+the protocol. It hands that to the core with a ``Transport``, the four things the core needs from
+the connection: send the initial metadata, send one message (a chunk, or a batch of them), finish
+with a status, and tell whether the caller is gone. The core never sees a request message or a
+servicer context, so a transport needs no change to it (``tests/memory_transport.py`` drives
+real calls without a socket).
 """
 
 from __future__ import annotations

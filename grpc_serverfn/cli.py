@@ -170,6 +170,25 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port (SO_REUSEPORT); 'auto' for one per CPU"
         " (default 1: no supervisor)",
     )
+    web = serve.add_argument_group(
+        "browsers: Connect and gRPC-Web on a port of their own (pip install 'grpc-serverfn[web]')"
+    )
+    web.add_argument(
+        "--web-port",
+        type=_port_number,
+        default=os.environ.get("SERVERFN_WEB_PORT"),
+        metavar="PORT",
+        help="serve the functions over Connect and gRPC-Web on this port too, 0 for any free one"
+        " (default: off; env SERVERFN_WEB_PORT)",
+    )
+    web.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (e.g. https://app.example.com, or *) call the web port;"
+        " repeat for more",
+    )
     metrics = serve.add_argument_group("Prometheus metrics (pip install 'grpc-serverfn[metrics]')")
     metrics.add_argument(
         "--metrics-port",
@@ -400,6 +419,19 @@ def _serve(args: argparse.Namespace) -> int:
         observers.append(calllog.CallLog(log_payloads=args.log_payloads))
     if args.trace:
         observers.append(_tracing())
+    if args.cors_origin and args.web_port is None:
+        raise UsageError("--cors-origin is for the web port: add --web-port")
+    if args.web_port is not None:
+        if tls is not None:
+            raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
+        if args.workers != 1:
+            raise UsageError("--web-port does not work with --workers yet")
+        try:
+            from . import _web  # noqa: F401  (the web extra is there: fail now, not at start)
+        except ImportError:
+            raise UsageError(
+                "--web-port needs the web extra: pip install 'grpc-serverfn[web]'"
+            ) from None
     options: ServerOptions = {
         "host": args.host,
         "reflection": args.reflection,
@@ -420,6 +452,9 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         options["port"] = args.port
         options["streams"] = replace(streams, store=make_store())
+        if args.web_port is not None:
+            options["web_port"] = args.web_port
+            options["cors_origins"] = args.cors_origin
         return _run_server(Server(registry, **options))
     if args.stream_store == "memory":
         logger.warning(

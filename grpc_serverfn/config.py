@@ -111,6 +111,13 @@ class ServerOptions(TypedDict, total=False):
     """The address to bind (default ``127.0.0.1``; ``0.0.0.0`` or ``::`` for every interface)."""
     port: int
     """The port to bind (default 50051); 0 for any free one, which ``Server.port`` then reads."""
+    web_port: int | None
+    """Also serve the functions to browsers, over Connect and gRPC-Web, on this port (same host;
+    0 for any free one, which ``Server.web_port`` then reads); None (the default) for none.
+    Needs ``pip install 'grpc-serverfn[web]'``."""
+    cors_origins: Sequence[str]
+    """Origins whose pages may call the web port from the browser (CORS), e.g.
+    ``["https://app.example.com"]``; ``["*"]`` for any. None by default (same origin only)."""
     tls: ServerTLS | None
     """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext."""
     limits: Limits

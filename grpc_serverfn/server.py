@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
 import grpc.aio
@@ -29,6 +29,9 @@ from ._wire import SERVICE_NAME
 from .config import Limits, ServerOptions, StreamOptions
 from .observe import Observer
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from ._web import WebServer  # the web extra's; imported only when a web port is asked for
 
 __all__ = ["SERVICE_NAME", "Server", "ServerTLS", "serve"]
 
@@ -72,11 +75,12 @@ class ServerTLS:
 
 
 class Server:
-    """A grpc.aio server for one Registry, with health and (by default) reflection.
+    """A grpc.aio server for one Registry, with health and (by default) reflection, and with
+    ``web_port`` the same functions for browsers (Connect and gRPC-Web) in the same event loop.
 
-    ``port=0`` binds an ephemeral port; ``port`` then reads the one bound. ``limits`` and
-    ``streams`` group the tunables (``grpc_serverfn.config``); ``ServerOptions`` documents
-    every keyword.
+    ``port=0`` binds an ephemeral port; ``port`` then reads the one bound (``web_port`` alike).
+    ``limits`` and ``streams`` group the tunables (``grpc_serverfn.config``); ``ServerOptions``
+    documents every keyword.
     """
 
     def __init__(
@@ -85,6 +89,8 @@ class Server:
         *,
         host: str = "127.0.0.1",
         port: int = 50051,
+        web_port: int | None = None,
+        cors_origins: Sequence[str] = (),
         tls: ServerTLS | None = None,
         limits: Limits = Limits(),
         streams: StreamOptions = StreamOptions(),
@@ -100,6 +106,12 @@ class Server:
         self.limits = limits
         self.streams = streams
         self._requested_port = port
+        self._requested_web_port = web_port
+        self._cors_origins = tuple(cors_origins)
+        if web_port is not None and tls is not None:
+            raise ValueError("the web port does not serve TLS yet: terminate TLS in front of it")
+        if cors_origins and web_port is None:
+            raise ValueError("cors_origins is for the web port: set web_port too")
         self._reflection = reflection
         self._tls = tls
         self._interceptors = tuple(interceptors)
@@ -110,6 +122,7 @@ class Server:
         self._executor: ThreadPoolExecutor | None = None
         self._core: CallCore | None = None
         self._port: int | None = None
+        self._web: WebServer | None = None
 
     @property
     def port(self) -> int:
@@ -119,10 +132,28 @@ class Server:
         return self._port
 
     @property
+    def web_port(self) -> int | None:
+        """The web port bound (after ``start``); None without one."""
+        if self._port is None:
+            raise RuntimeError("the server has not started")
+        return None if self._web is None else self._web.port
+
+    @property
     def address(self) -> str:
         """``host:port`` as bound, for clients to dial."""
+        return self._host_port(self.port)
+
+    @property
+    def web_url(self) -> str:
+        """The web port's base URL, ``http://host:port`` (after ``start``, with a web port)."""
+        port = self.web_port
+        if port is None:
+            raise RuntimeError("the server has no web port")
+        return f"http://{self._host_port(port)}"
+
+    def _host_port(self, port: int | None) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     async def start(self) -> None:
         """Bind, register the services and start serving."""
@@ -178,8 +209,24 @@ class Server:
             raise OSError(
                 f"cannot listen on {bind}: the address is in use or not available"
             ) from None
-        await server.start()
+        web = None
+        if self._requested_web_port is not None:
+            web = _web_server(
+                core,
+                host=self.host,
+                port=self._requested_web_port,
+                read_max_bytes=limits.max_message_bytes,
+                cors_origins=self._cors_origins,
+            )
+            await web.start()
+        try:
+            await server.start()
+        except BaseException:
+            if web is not None:
+                await web.stop(0)
+            raise
         self._server = server
+        self._web = web
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info(
@@ -189,6 +236,11 @@ class Server:
             "TLS" if self._tls is not None else "insecure",
             "on" if self._reflection else "off",
         )
+        if web is not None:
+            logger.info(
+                "grpc-serverfn serving them to browsers on http://%s (Connect, gRPC-Web)",
+                self._host_port(web.port),
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``
@@ -206,7 +258,11 @@ class Server:
         else:
             # Resumable streams' producers get the same grace, then end ABORTED.
             streams = self._core.streams
-            await asyncio.gather(self._server.stop(grace), streams.wait_producers(grace))
+            await asyncio.gather(
+                self._server.stop(grace),
+                streams.wait_producers(grace),
+                *(() if self._web is None else (self._web.stop(grace),)),
+            )
             await streams.stop_producing()
             await streams.store.aclose()
         # grpc has cancelled what outlived the grace; let their cleanup (which may need a
@@ -273,6 +329,25 @@ class Server:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         return 0
+
+
+def _web_server(
+    core: CallCore,
+    *,
+    host: str,
+    port: int,
+    read_max_bytes: int,
+    cors_origins: Sequence[str],
+) -> WebServer:
+    try:
+        from ._web import WebServer
+    except ImportError as error:
+        raise RuntimeError(
+            f"the web port needs the web extra: pip install 'grpc-serverfn[web]' ({error})"
+        ) from None
+    return WebServer(
+        core, host=host, port=port, read_max_bytes=read_max_bytes, cors_origins=cors_origins
+    )
 
 
 def serve(registry: Registry, **options: Unpack[ServerOptions]) -> int:

@@ -49,6 +49,11 @@ class RunningServer:
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def web_url(self) -> str:
+        """The web port's base URL (served with ``web_port=0``), e.g. ``http://127.0.0.1:40124``."""
+        return self.server.web_url
+
     def client(self, **options: Any) -> Client:
         """A blocking client connected to this server (close it, or use ``with``)."""
         return Client(self.target, **options)

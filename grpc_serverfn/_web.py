@@ -1,0 +1,417 @@
+"""The web transport: ``serverfn.v1.ServerFunctions`` for browsers, over Connect (JSON or binary)
+and gRPC-Web, a thin shell over the call core.
+
+The Connect project's own runtime (``connectrpc``) does every byte of the protocols: framing,
+codecs, compression, timeouts, errors and trailers; its ASGI application, generated from the
+proto into ``_proto/serverfn/v1/serverfn_connect.py``, runs under hypercorn in the gRPC server's
+own event loop. What is ours is the hand-over, as in ``_grpc.py``: each request is parsed once
+(``_messages.invocation_of``) and the call handed to ``CallCore`` with a ``WebTransport``::
+
+    HTTP request ─► hypercorn ─► connectrpc (Connect / gRPC-Web) ─► _Service.invoke
+                                                                       │ a task of its own:
+                                                                       ▼
+                                      CallCore.invoke(invocation, WebTransport)
+                                        send ─► each Chunk handed to the streaming response
+                                        finish ─► OK with trailers, or a ConnectError
+
+connectrpc pulls a server stream's messages from an async iterator while the core pushes them,
+so the core runs in a task of its own and each ``send`` waits until the response has taken its
+message. When the response ends early (the connection closed, the deadline passed, the server
+stopped), the core's task is cancelled and waited for: the handler's cleanup runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError, ErrorDetail
+from connectrpc.request import Headers, RequestContext
+from google.rpc import status_pb2
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from protobuf.wkt import Any as AnyDetail
+
+from ._call import CallCore
+from ._messages import function_list, invocation_of
+from ._proto.serverfn.v1 import serverfn_pb2
+from ._proto.serverfn.v1.serverfn_connect import ServerFunctionsASGIApplication
+from ._transport import CallEnded, Ending, Invocation, Send
+from ._wire import STREAM_ID_METADATA_KEY
+from .context import Metadata, MetadataValue
+
+__all__ = ["WebServer", "WebTransport", "asgi_app"]
+
+logger = logging.getLogger("grpc_serverfn.server")
+# hypercorn's own log lines; Server logs where the web port serves (hypercorn's "Running on"
+# line would say it again, with a hint about CTRL + C meant for hypercorn's own command).
+hypercorn_logger = logging.getLogger("grpc_serverfn.web.hypercorn")
+hypercorn_logger.addFilter(lambda record: not str(record.msg).startswith("Running on "))
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+# grpc's codes as Connect names them (the same numbers, one spelling apart).
+_CODES = {
+    status: Code.CANCELED if status is grpc.StatusCode.CANCELLED else Code[status.name]
+    for status in grpc.StatusCode
+    if status is not grpc.StatusCode.OK
+}
+
+# Headers that belong to HTTP or to the protocol, not to the call's metadata.
+_TRANSPORT_HEADERS = frozenset(
+    {
+        "accept-encoding",
+        "connect-accept-encoding",
+        "connect-content-encoding",
+        "connect-protocol-version",
+        "connect-timeout-ms",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "grpc-accept-encoding",
+        "grpc-encoding",
+        "grpc-timeout",
+        "host",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "x-grpc-web",
+    }
+)
+
+# What a browser on another origin may send and read (serve --cors-origin).
+CORS_REQUEST_HEADERS = (
+    "authorization",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "content-type",
+    "grpc-timeout",
+    "x-grpc-web",
+    "x-user-agent",
+)
+CORS_RESPONSE_HEADERS = (
+    "grpc-message",
+    "grpc-status",
+    "grpc-status-details-bin",
+    "connect-content-encoding",
+    "connect-accept-encoding",
+    STREAM_ID_METADATA_KEY,
+)
+
+
+class WebTransport:
+    """The core's Transport over one web call: a hand-over from the core's task, which pushes
+    messages, to the streaming response, which pulls them."""
+
+    __slots__ = ("_ctx", "_pending", "_task", "_wake", "ending", "gone", "send")
+
+    def __init__(self, ctx: RequestContext[Any, Any]) -> None:
+        self._ctx = ctx
+        self._pending: collections.deque[tuple[serverfn_pb2.Chunk, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.ending: Ending | None = None
+        self.gone = False
+        self.send: Send = self._send
+
+    # --- the core's side -----------------------------------------------------------------
+
+    async def _send(self, message: serverfn_pb2.Chunk) -> None:
+        if self.gone:
+            raise CallEnded
+        taken = asyncio.get_running_loop().create_future()
+        self._pending.append((message, taken))
+        self._wake.set()
+        await taken
+
+    async def send_headers(self, headers: Sequence[tuple[str, str]]) -> None:
+        # connectrpc sends the response headers with the first message (or the end).
+        response_headers = self._ctx.response_headers
+        for key, value in headers:
+            response_headers.add(key, value)
+
+    async def finish(self, ending: Ending) -> None:
+        self.ending = ending
+        self._wake.set()
+
+    def caller_gone(self) -> bool:
+        return self.gone
+
+    # --- the response's side -------------------------------------------------------------
+
+    def run(self, call: asyncio.Task[None]) -> None:
+        """Read the messages of ``call``, the core's task serving this call."""
+        self._task = call
+        call.add_done_callback(lambda _: self._wake.set())
+
+    async def next_message(self) -> serverfn_pb2.Chunk | None:
+        """The next message the core sent; None once the call is over."""
+        pending, task = self._pending, self._task
+        assert task is not None
+        while not pending:
+            if self.ending is not None or task.done():
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        message, taken = pending.popleft()
+        if not taken.done():
+            taken.set_result(None)
+        return message
+
+    def end(self) -> None:
+        """End the response as the call ended: its trailers; an error status raised as the
+        ConnectError connectrpc sends."""
+        ending = self.ending
+        if ending is None:
+            task = self._task
+            assert task is not None
+            assert task.done()
+            if not task.cancelled() and (error := task.exception()) is not None:
+                logger.error("the web transport's call failed", exc_info=error)
+                raise ConnectError(Code.INTERNAL, "internal error")
+            raise ConnectError(Code.CANCELED, "the call was cancelled")
+        details = _add_trailers(self._ctx.response_trailers, ending.trailers)
+        if ending.code is not grpc.StatusCode.OK:
+            raise ConnectError(_CODES[ending.code], ending.message, details)
+
+    async def close(self) -> None:
+        """The response is over: refuse further sends, and end the core's task (cancelled,
+        unless the call already ended) so that the handler's cleanup has run on return."""
+        self.gone = True
+        while self._pending:
+            _, taken = self._pending.popleft()
+            if not taken.done():
+                taken.set_exception(CallEnded())
+        task = self._task
+        if task is None or task.done():
+            return
+        if self.ending is None:
+            task.cancel()
+        await asyncio.wait((task,))
+
+
+class _Service:
+    """The three RPCs as connectrpc calls them, each a parse and a hand-over to the core."""
+
+    def __init__(self, core: CallCore) -> None:
+        self._core = core
+        self._function_list = function_list(core.registry)
+
+    async def invoke(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        ctx: RequestContext[serverfn_pb2.InvokeRequest, serverfn_pb2.Chunk],
+    ) -> AsyncIterator[serverfn_pb2.Chunk]:
+        transport = WebTransport(ctx)
+        transport.run(asyncio.create_task(self._serve(request, ctx, transport)))
+        try:
+            while (message := await transport.next_message()) is not None:
+                yield message
+            transport.end()
+        finally:
+            await transport.close()
+
+    async def _serve(
+        self,
+        request: serverfn_pb2.InvokeRequest,
+        ctx: RequestContext[Any, Any],
+        transport: WebTransport,
+    ) -> None:
+        # Parsed here, in the call's own task, so that the time remaining is read as late as
+        # possible: the handler's deadline then falls no later than connectrpc's.
+        invocation = invocation_of(
+            request, _metadata(ctx.request_headers), _peer(ctx), _seconds_left(ctx), None,
+            _protocol(ctx.request_headers),
+        )  # fmt: skip
+        await self._core.invoke(invocation, transport)
+
+    async def list_functions(
+        self,
+        request: serverfn_pb2.ListFunctionsRequest,
+        ctx: RequestContext[serverfn_pb2.ListFunctionsRequest, serverfn_pb2.ListFunctionsResponse],
+    ) -> serverfn_pb2.ListFunctionsResponse:
+        return self._function_list
+
+    async def cancel_stream(
+        self,
+        request: serverfn_pb2.CancelStreamRequest,
+        ctx: RequestContext[serverfn_pb2.CancelStreamRequest, serverfn_pb2.CancelStreamResponse],
+    ) -> serverfn_pb2.CancelStreamResponse:
+        invocation = Invocation(
+            "",
+            metadata=_metadata(ctx.request_headers),
+            peer=_peer(ctx),
+            time_remaining=_seconds_left(ctx),
+            protocol=_protocol(ctx.request_headers),
+        )
+        result = await self._core.cancel_stream(request.stream_id, invocation)
+        if isinstance(result, Ending):
+            details = _add_trailers(ctx.response_trailers, result.trailers)
+            if result.code is not grpc.StatusCode.OK:
+                raise ConnectError(_CODES[result.code], result.message, details)
+            return serverfn_pb2.CancelStreamResponse()
+        return serverfn_pb2.CancelStreamResponse(was_running=result)
+
+
+def asgi_app(core: CallCore, *, read_max_bytes: int, cors_origins: Sequence[str] = ()) -> Any:
+    """The ASGI application serving ``core``'s calls over Connect and gRPC-Web; with
+    ``cors_origins``, wrapped in starlette's CORSMiddleware for browsers on those origins."""
+    app: Any = ServerFunctionsASGIApplication(_Service(core), read_max_bytes=read_max_bytes)
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=7200,
+        )
+    return app
+
+
+class WebServer:
+    """hypercorn serving the web transport on its own port, in the running event loop."""
+
+    def __init__(
+        self,
+        core: CallCore,
+        *,
+        host: str,
+        port: int,
+        read_max_bytes: int,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
+        self._app = asgi_app(core, read_max_bytes=read_max_bytes, cors_origins=cors_origins)
+        self._host = host
+        self._requested_port = port
+        self._stopping = asyncio.Event()
+        self._config = Config()
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Bind and listen (connections wait in the backlog until hypercorn takes them), start
+        serving; the port bound."""
+        listener = _listen(self._host, self._requested_port)
+        self.port = listener.getsockname()[1]
+        config = self._config
+        config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns the socket from here
+        config.errorlog = hypercorn_logger
+        config.accesslog = None
+        config.include_server_header = False
+        self._task = asyncio.create_task(
+            serve(self._app, config, shutdown_trigger=self._stopping.wait, mode="asgi")
+        )
+        self._task.add_done_callback(_report_failure)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking connections; let open requests finish within ``grace`` seconds, then
+        cancel the rest (their calls' cleanup runs)."""
+        task = self._task
+        if task is None:
+            return
+        self._config.graceful_timeout = grace
+        self._stopping.set()
+        with contextlib.suppress(Exception):  # reported by _report_failure
+            await task
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise OSError(f"cannot listen on {host}:{port} (web): {error}") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(1024)
+    except OSError:
+        listener.close()
+        raise OSError(
+            f"cannot listen on {host}:{port} (web): the address is in use or not available"
+        ) from None
+    return listener
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("the web port stopped serving", exc_info=error)
+
+
+def _metadata(headers: Headers) -> Metadata:
+    """The call's metadata: the request headers but HTTP's and the protocol's own, ``-bin``
+    values decoded from base64 to bytes (as gRPC gives them)."""
+    items: list[tuple[str, MetadataValue]] = []
+    for key, value in headers.allitems():
+        if key in _TRANSPORT_HEADERS:
+            continue
+        if key.endswith("-bin"):
+            try:
+                items.append((key, base64.b64decode(value + "=" * (-len(value) % 4))))
+            except (binascii.Error, ValueError):
+                continue  # not base64: no value a handler could trust
+        else:
+            items.append((key, value))
+    return Metadata(items)
+
+
+def _peer(ctx: RequestContext[Any, Any]) -> str:
+    """The caller's address as gRPC writes it (``ipv4:127.0.0.1:53124``)."""
+    address = ctx.client_address
+    if not address:
+        return ""
+    host, _, port = address.rpartition(":")
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
+def _seconds_left(ctx: RequestContext[Any, Any]) -> float | None:
+    milliseconds = ctx.timeout_ms
+    return None if milliseconds is None else max(0.0, milliseconds / 1000)
+
+
+def _protocol(headers: Headers) -> str:
+    content_type = headers.get("content-type", "")
+    if content_type.startswith("application/grpc-web"):
+        return "grpc-web"
+    if content_type.startswith("application/grpc"):
+        return "grpc"
+    return "connect"
+
+
+def _add_trailers(
+    trailers: Headers, sent: Sequence[tuple[str, MetadataValue]]
+) -> list[ErrorDetail]:
+    """Put the call's trailers in the response's (``-bin`` values in base64); the details of
+    its ``google.rpc.Status``, which connectrpc sends its own way per protocol."""
+    details: list[ErrorDetail] = []
+    for key, value in sent:
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            details = [
+                ErrorDetail(AnyDetail(type_url=detail.type_url, value=detail.value))
+                for detail in status.details
+            ]
+        elif isinstance(value, bytes):
+            trailers.add(key, base64.b64encode(value).decode().rstrip("="))
+        else:
+            trailers.add(key, value)
+    return details
