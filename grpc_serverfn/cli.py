@@ -36,6 +36,7 @@ from .config import (
     DEFAULT_MAX_INPUT_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PENDING_CALLS,
+    DEFAULT_MAX_PENDING_SECONDS,
     DEFAULT_RETENTION,
     Limits,
     ServerOptions,
@@ -155,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PENDING_CALLS,
         help="calls grpc holds until the server takes them up (a burst waits there); grpc"
         f" cancels those beyond (default {DEFAULT_MAX_PENDING_CALLS})",
+    )
+    serve.add_argument(
+        "--max-pending-seconds",
+        type=int,
+        default=DEFAULT_MAX_PENDING_SECONDS,
+        help="how long a call may wait in grpc to be taken up before grpc cancels it"
+        f" (default {DEFAULT_MAX_PENDING_SECONDS})",
     )
     serve.add_argument(
         "--max-input-depth",
@@ -410,6 +418,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_concurrent_calls=args.max_concurrent_calls,
             max_input_depth=args.max_input_depth,
             max_pending_calls=args.max_pending_calls,
+            max_pending_seconds=args.max_pending_seconds,
         )
         streams = StreamOptions(idle_ttl=args.stream_idle_ttl, retention=args.stream_retention)
     except ValueError as error:

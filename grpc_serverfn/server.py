@@ -181,6 +181,7 @@ class Server:
                 # the hard one all, and the callers see CANCELLED. One limit, no random drops.
                 ("grpc.server.max_pending_requests", limits.max_pending_calls),
                 ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_calls),
+                ("grpc.server_max_unrequested_time_in_server", limits.max_pending_seconds),
                 *self._grpc_options,
                 # After the caller's options: grpc takes the first of a repeated option, and
                 # worker processes (grpc_serverfn._workers) share their port with so_reuseport 1.

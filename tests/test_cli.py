@@ -453,6 +453,7 @@ def test_serve_reports_a_missing_dependency_of_the_app_by_its_name(tmp_path: Pat
         ("--max-concurrent-calls", "0", "Limits.max_concurrent_calls must be a positive"),
         ("--max-message-bytes", "-1", "Limits.max_message_bytes must be a positive"),
         ("--max-pending-calls", "0", "Limits.max_pending_calls must be a positive"),
+        ("--max-pending-seconds", "0", "Limits.max_pending_seconds must be a positive"),
         ("--stream-retention", "0", "StreamOptions.retention must be a positive"),
     ],
 )

@@ -24,6 +24,7 @@ from grpc_serverfn.config import (
     DEFAULT_MAX_INPUT_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PENDING_CALLS,
+    DEFAULT_MAX_PENDING_SECONDS,
     DEFAULT_RETENTION,
     DEFAULT_WORKER_THREADS,
 )
@@ -40,10 +41,11 @@ def test_the_defaults_are_the_documented_constants() -> None:
         max_input_depth=DEFAULT_MAX_INPUT_DEPTH,
         worker_threads=DEFAULT_WORKER_THREADS,
         max_pending_calls=DEFAULT_MAX_PENDING_CALLS,
+        max_pending_seconds=DEFAULT_MAX_PENDING_SECONDS,
     )
     assert (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_CONCURRENT_CALLS) == (4 * 1024 * 1024, 10_000)
     assert (DEFAULT_MAX_INPUT_DEPTH, DEFAULT_WORKER_THREADS) == (64, 32)
-    assert DEFAULT_MAX_PENDING_CALLS == 10_000
+    assert (DEFAULT_MAX_PENDING_CALLS, DEFAULT_MAX_PENDING_SECONDS) == (10_000, 300)
     assert StreamOptions() == StreamOptions(None, DEFAULT_IDLE_TTL, DEFAULT_RETENTION)
     assert (DEFAULT_IDLE_TTL, DEFAULT_RETENTION) == (30.0, 600.0)
 
@@ -56,6 +58,7 @@ def test_the_defaults_are_the_documented_constants() -> None:
         "max_input_depth",
         "worker_threads",
         "max_pending_calls",
+        "max_pending_seconds",
     ],
 )
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "8"])

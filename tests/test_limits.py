@@ -118,14 +118,14 @@ async def ended_as(call: Any) -> str:
 
 
 async def burst_while_the_loop_is_blocked(
-    target: str, calls: int, *, in_process: bool = True
+    target: str, calls: int, *, in_process: bool = True, seconds: float = 1
 ) -> collections.Counter[str]:
-    """Block the server's event loop for a second, start ``calls`` calls meanwhile on one
+    """Block the server's event loop for ``seconds``, start ``calls`` calls meanwhile on one
     channel (plain stubs: no client retries), and count how they ended. (A server in another
     process is given 0.3 s to start blocking, its probes being out of sight.)"""
     key = uuid.uuid4().hex
     hog = serverfn_pb2.InvokeRequest(
-        function="hog_loop", json=json.dumps({"probe": key, "seconds": 1})
+        function="hog_loop", json=json.dumps({"probe": key, "seconds": seconds})
     )
     request = serverfn_pb2.InvokeRequest(function="echo_async", json='"x"')
     async with grpc.aio.insecure_channel(target) as channel:
@@ -165,3 +165,19 @@ def test_serve_max_pending_calls_sets_the_pending_limit() -> None:
         ended = asyncio.run(burst_while_the_loop_is_blocked(target, 300, in_process=False))
     assert 50 <= ended["OK"] <= 60, ended
     assert ended["CANCELLED"] == 300 - ended["OK"], ended
+
+
+def test_grpc_cancels_the_calls_that_waited_past_the_pending_time() -> None:
+    """What ``max_pending_seconds`` bounds: calls that waited longer to be taken up never
+    reach the server (grpc's own 30 s cancelled the tail of a 5,000-stream burst)."""
+    with run_in_thread(app.fns, limits=Limits(max_pending_seconds=1)) as running:
+        ended = asyncio.run(burst_while_the_loop_is_blocked(running.target, 100, seconds=2.5))
+    # All but the call or two the server had already asked grpc for before its loop blocked.
+    assert ended["CANCELLED"] >= 98, ended
+    assert ended["CANCELLED"] + ended["OK"] == 100, ended
+
+
+def test_calls_wait_for_a_server_busier_than_a_second_by_default() -> None:
+    with run_in_thread(app.fns) as running:
+        ended = asyncio.run(burst_while_the_loop_is_blocked(running.target, 100, seconds=2.5))
+    assert ended == {"OK": 100}, ended
