@@ -46,7 +46,7 @@ from ._messages import function_list, invocation_of
 from ._proto.serverfn.v1 import serverfn_pb2
 from ._proto.serverfn.v1.serverfn_connect import ServerFunctionsASGIApplication
 from ._transport import CallEnded, Ending, Invocation, Send
-from ._wire import STREAM_ID_METADATA_KEY
+from ._wire import GRPC_DETAILS_METADATA_KEY, STREAM_ID_METADATA_KEY
 from .context import Metadata, MetadataValue
 
 __all__ = ["WebServer", "WebTransport", "asgi_app"]
@@ -56,8 +56,6 @@ logger = logging.getLogger("grpc_serverfn.server")
 # line would say it again, with a hint about CTRL + C meant for hypercorn's own command).
 hypercorn_logger = logging.getLogger("grpc_serverfn.web.hypercorn")
 hypercorn_logger.addFilter(lambda record: not str(record.msg).startswith("Running on "))
-
-_DETAILS_KEY = "grpc-status-details-bin"
 
 # grpc's codes as Connect names them (the same numbers, one spelling apart).
 _CODES = {
@@ -404,7 +402,7 @@ def _add_trailers(
     its ``google.rpc.Status``, which connectrpc sends its own way per protocol."""
     details: list[ErrorDetail] = []
     for key, value in sent:
-        if key == _DETAILS_KEY and isinstance(value, bytes):
+        if key == GRPC_DETAILS_METADATA_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
             details = [
                 ErrorDetail(AnyDetail(type_url=detail.type_url, value=detail.value))

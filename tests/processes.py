@@ -49,6 +49,23 @@ def server_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def run_cli(
+    *args: str, input: str | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script to completion (``server_env``), capturing stdout and stderr."""
+    return subprocess.run(
+        [SCRIPT, *args],
+        cwd=cwd,
+        env=server_env(),
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROMPTLY,
+        check=False,
+    )
+
+
 class ServerProcess:
     """``grpc-serverfn serve`` in a subprocess, its stderr collected line by line."""
 

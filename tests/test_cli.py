@@ -20,7 +20,16 @@ import pytest
 from grpc_serverfn import Client
 from grpc_serverfn.testing import RunningServer
 from tests.conftest import imported_example
-from tests.processes import PROMPTLY, ROOT, SCRIPT, SERVING, ServerProcess, server_env, serving
+from tests.processes import (
+    PROMPTLY,
+    ROOT,
+    SCRIPT,
+    SERVING,
+    ServerProcess,
+    run_cli,
+    server_env,
+    serving,
+)
 
 DEMO_SPEC = "examples/demo.py:fns"
 
@@ -49,19 +58,7 @@ def target(demo_server: ServerProcess) -> str:
     return demo_server.address
 
 
-def run(*args: str, input: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run the console script to completion, capturing stdout and stderr."""
-    return subprocess.run(
-        [SCRIPT, *args],
-        cwd=cwd,
-        env=server_env(),
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROMPTLY,
-        check=False,
-    )
+run = run_cli
 
 
 def json_lines(stdout: str) -> list[Any]:

@@ -5,7 +5,6 @@ every test talks to a real server over a real TLS channel."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from grpc_serverfn import (
 )
 from grpc_serverfn.cli import main
 from grpc_serverfn.testing import RunningServer, run_in_thread
-from tests.processes import PROMPTLY, ROOT, SCRIPT, server_env, serving
+from tests.processes import PROMPTLY, run_cli, serving
 
 CHUNKS = 500
 # The tests dial 127.0.0.1, which the server certificate names: "localhost" may resolve to ::1
@@ -431,17 +430,7 @@ def write_pems(
     return paths
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SCRIPT, *args],
-        cwd=ROOT,
-        env=server_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROMPTLY,
-        check=False,
-    )
+cli = run_cli
 
 
 def test_the_cli_calls_lists_and_checks_a_mutual_tls_server_process(

@@ -31,7 +31,7 @@ from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsCli
 from grpc_serverfn.observe import UNKNOWN_FUNCTION, CallRecord
 from grpc_serverfn.testing import RunningServer, run_in_loop, run_in_thread
 from tests import app
-from tests.processes import PROMPTLY, ROOT, SCRIPT, server_env, serving
+from tests.processes import PROMPTLY, ROOT, run_cli, serving
 
 INVOKE = "/serverfn.v1.ServerFunctions/Invoke"
 
@@ -526,16 +526,7 @@ async def test_serve_web_port_serves_browsers_and_stops_on_sigterm() -> None:
     ],
 )
 def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: str) -> None:
-    result = subprocess.run(
-        [SCRIPT, "serve", "tests.app:fns", "--port", "0", *flags],
-        cwd=ROOT,
-        env=server_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROMPTLY,
-        check=False,
-    )
+    result = run_cli("serve", "tests.app:fns", "--port", "0", *flags)
     assert result.returncode == 2, result.stderr
     assert complaint in result.stderr
 

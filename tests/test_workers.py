@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from grpc_serverfn import Client, ServerFnError
-from tests.processes import PROMPTLY, ROOT, SCRIPT, SERVING, ServerProcess, server_env, serving
+from tests.processes import (
+    PROMPTLY,
+    ROOT,
+    SCRIPT,
+    SERVING,
+    ServerProcess,
+    run_cli,
+    server_env,
+    serving,
+)
 
 APP = "tests.app:fns"
 ANNOUNCED = re.compile(
@@ -220,16 +229,7 @@ def test_workers_auto_starts_one_per_cpu() -> None:
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SCRIPT, "serve", *args],
-        cwd=ROOT,
-        env=server_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROMPTLY,
-        check=False,
-    )
+    return run_cli("serve", *args)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "x", "1.5", ""])
