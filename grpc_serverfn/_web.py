@@ -101,7 +101,7 @@ CORS_REQUEST_HEADERS = (
 CORS_RESPONSE_HEADERS = (
     "grpc-message",
     "grpc-status",
-    "grpc-status-details-bin",
+    GRPC_DETAILS_METADATA_KEY,
     "connect-content-encoding",
     "connect-accept-encoding",
     STREAM_ID_METADATA_KEY,
@@ -181,9 +181,7 @@ class WebTransport:
                 logger.error("the web transport's call failed", exc_info=error)
                 raise ConnectError(Code.INTERNAL, "internal error")
             raise ConnectError(Code.CANCELED, "the call was cancelled")
-        details = _add_trailers(self._ctx.response_trailers, ending.trailers)
-        if ending.code is not grpc.StatusCode.OK:
-            raise ConnectError(_CODES[ending.code], ending.message, details)
+        _end_response(self._ctx, ending)
 
     async def close(self) -> None:
         """The response is over: refuse further sends, and end the core's task (cancelled,
@@ -257,11 +255,17 @@ class _Service:
         )
         result = await self._core.cancel_stream(request.stream_id, invocation)
         if isinstance(result, Ending):
-            details = _add_trailers(ctx.response_trailers, result.trailers)
-            if result.code is not grpc.StatusCode.OK:
-                raise ConnectError(_CODES[result.code], result.message, details)
+            _end_response(ctx, result)
             return serverfn_pb2.CancelStreamResponse()
         return serverfn_pb2.CancelStreamResponse(was_running=result)
+
+
+def _end_response(ctx: RequestContext[Any, Any], ending: Ending) -> None:
+    """End a response as the core ended its call: the trailers, and an error status raised
+    as the ConnectError connectrpc sends."""
+    details = _add_trailers(ctx.response_trailers, ending.trailers)
+    if ending.code is not grpc.StatusCode.OK:
+        raise ConnectError(_CODES[ending.code], ending.message, details)
 
 
 def asgi_app(core: CallCore, *, read_max_bytes: int, cors_origins: Sequence[str] = ()) -> Any:
