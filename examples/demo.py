@@ -60,7 +60,9 @@ class ChatToken(TypedDict):
     text: str
 
 
-@fns.server_fn(method="POST")
+# resumable=True: the reply is kept as it streams, so a page reloaded (or a connection dropped)
+# in the middle of it picks it up where it was, with no token lost or repeated.
+@fns.server_fn(method="POST", resumable=True)
 async def stream_chat(data: ChatInput) -> AsyncIterator[ChatToken]:
     """Stream a chat reply token by token (OpenAI when OPENAI_API_KEY is set, else local)."""
     tokens = (

@@ -289,7 +289,7 @@ def test_list_prints_each_function_with_its_method(target: str) -> None:
     }
     assert headings == {
         "process_large_file": ["POST", "stream"],
-        "stream_chat": ["POST", "stream"],
+        "stream_chat": ["POST", "stream", "resumable"],
         "stream_data": ["GET", "stream"],
     }
     assert "token by token" in result.stdout  # stream_chat's description
