@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -28,6 +29,8 @@ fns = Registry()
 
 STEP_SECONDS = float(os.environ.get("DEMO_STEP_SECONDS", "0.05"))
 TOKEN_SECONDS = float(os.environ.get("DEMO_TOKEN_SECONDS", "0.02"))
+RECORD_SECONDS = float(os.environ.get("DEMO_RECORD_SECONDS", "0"))
+logger = logging.getLogger("demo")
 PROGRESS_EVERY = 100
 
 
@@ -150,7 +153,7 @@ def _bad_csv(line: int, problem: str) -> InvalidArgument:
 
 
 async def process_record(record: dict[str, str]) -> dict[str, Any]:
-    await asyncio.sleep(0)  # a real job awaits I/O here; yield to other calls meanwhile
+    await asyncio.sleep(RECORD_SECONDS)  # a real job awaits I/O here; other calls go on
     return {key.strip(): value.strip() for key, value in record.items()}
 
 
@@ -159,8 +162,16 @@ async def process_large_file(data: FileInput) -> AsyncIterator[FileProgress]:
     """Process every CSV record, reporting progress every 100 records and at the end."""
     records = parse_csv(data.file)
     total = len(records)
-    for index, record in enumerate(records):
-        if index % PROGRESS_EVERY == 0:
-            yield {"processed": index, "total": total, "percent": round(index * 100 / total)}
-        await process_record(record)
-    yield {"processed": total, "total": total, "percent": 100, "complete": True}
+    done = 0
+    try:
+        for index, record in enumerate(records):
+            if index % PROGRESS_EVERY == 0:
+                yield {"processed": index, "total": total, "percent": round(index * 100 / total)}
+            await process_record(record)
+            done += 1
+        yield {"processed": total, "total": total, "percent": 100, "complete": True}
+    finally:
+        # Runs when the caller goes away too (a closed page, an aborted fetch): the place to
+        # release what the job holds.
+        if done < total:
+            logger.info("process_large_file stopped after %d of %d records", done, total)
