@@ -43,7 +43,7 @@ from .config import (
     StreamOptions,
 )
 from .errors import ServerFnError
-from .observe import Observer
+from .observe import PROTOCOLS, Observer
 from .registry import Registry
 from .server import Server, ServerTLS
 from .store import StreamStore
@@ -549,7 +549,9 @@ def _metrics_starter(args: argparse.Namespace) -> Callable[[Registry, int], list
         raise UsageError(f"--metrics-port takes {taken}, which holds --port {args.port}")
 
     def start(registry: Registry, worker: int) -> list[Observer]:
-        metrics = PrometheusMetrics(registry, process_metrics=True)
+        # Zeroed series for the protocols this server serves: the web port's too, with one.
+        protocols = PROTOCOLS if args.web_port is not None else ("grpc",)
+        metrics = PrometheusMetrics(registry, process_metrics=True, protocols=protocols)
         endpoint = MetricsEndpoint(metrics.registry, host=host, port=port + worker if port else 0)
         which = f"worker {worker} " if args.workers > 1 else ""
         logger.info("%sserving Prometheus metrics on %s", which, endpoint.url)
