@@ -287,7 +287,11 @@ def asgi_app(core: CallCore, *, read_max_bytes: int, cors_origins: Sequence[str]
 
 
 class WebServer:
-    """hypercorn serving the web transport on its own port, in the running event loop."""
+    """hypercorn serving the web transport on its own port, in the running event loop.
+
+    With ``reuse_port``, its socket joins others on the same port (``SO_REUSEPORT``): the
+    worker processes of ``serve --workers`` share the web port as they share the gRPC port.
+    """
 
     def __init__(
         self,
@@ -297,9 +301,11 @@ class WebServer:
         port: int,
         read_max_bytes: int,
         cors_origins: Sequence[str] = (),
+        reuse_port: bool = False,
     ) -> None:
         self._app = asgi_app(core, read_max_bytes=read_max_bytes, cors_origins=cors_origins)
         self._host = host
+        self._reuse_port = reuse_port
         self._requested_port = port
         self._stopping = asyncio.Event()
         self._config = Config()
@@ -309,7 +315,7 @@ class WebServer:
     async def start(self) -> int:
         """Bind and listen (connections wait in the backlog until hypercorn takes them), start
         serving; the port bound."""
-        listener = _listen(self._host, self._requested_port)
+        listener = _listen(self._host, self._requested_port, reuse_port=self._reuse_port)
         self.port = listener.getsockname()[1]
         config = self._config
         config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns the socket from here
@@ -334,7 +340,7 @@ class WebServer:
             await task
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -344,6 +350,8 @@ def _listen(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port} (web): {error}") from None
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind(address)
         listener.listen(1024)
     except OSError:

@@ -175,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_worker_count,
         default=1,
         metavar="N",
-        help="worker processes sharing the port (SO_REUSEPORT); 'auto' for one per CPU"
-        " (default 1: no supervisor)",
+        help="worker processes sharing the port, and the web port (SO_REUSEPORT); 'auto' for"
+        " one per CPU (default 1: no supervisor)",
     )
     web = serve.add_argument_group(
         "browsers: Connect and gRPC-Web on a port of their own (pip install 'grpc-serverfn[web]')"
@@ -433,8 +433,6 @@ def _serve(args: argparse.Namespace) -> int:
     if args.web_port is not None:
         if tls is not None:
             raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
-        if args.workers != 1:
-            raise UsageError("--web-port does not work with --workers yet")
         try:
             from . import _web  # noqa: F401  (the web extra is there: fail now, not at start)
         except ImportError:
@@ -449,6 +447,8 @@ def _serve(args: argparse.Namespace) -> int:
         "limits": limits,
         "observers": observers,
     }
+    if args.web_port is not None:
+        options["cors_origins"] = args.cors_origin
     # A bad URL is a usage error before anything starts; the store is made where it is used.
     make_store = _stream_store_factory(args.stream_store)
     start_metrics = _metrics_starter(args)
@@ -463,7 +463,6 @@ def _serve(args: argparse.Namespace) -> int:
         options["streams"] = replace(streams, store=make_store())
         if args.web_port is not None:
             options["web_port"] = args.web_port
-            options["cors_origins"] = args.cors_origin
         return _run_server(Server(registry, **options))
     if args.stream_store == "memory":
         logger.warning(
@@ -473,7 +472,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not workers.SUPPORTED:
         raise UsageError("--workers needs os.fork and SO_REUSEPORT (Linux)")
 
-    def run_worker(port: int, ready: Callable[[], None]) -> int:
+    def run_worker(port: int, web_port: int | None, ready: Callable[[], None]) -> int:
         # In the forked worker: the app is imported here, after the fork, so whatever it
         # creates at import time (threads, grpc channels) belongs to this process.
         try:
@@ -488,13 +487,19 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"grpc-serverfn: error: {error}", file=sys.stderr)
             return 1
         options["port"] = port
+        if web_port is not None:
+            options["web_port"] = web_port  # reserved by the supervisor, shared (SO_REUSEPORT)
         options["streams"] = replace(streams, store=make_store())  # in the worker, after the fork
         options["grpc_options"] = [workers.REUSE_PORT_OPTION]
         return _run_server(workers.WorkerServer(registry, on_serving=ready, **options))
 
     try:
         return workers.supervise(
-            args.workers, host=args.host, port=args.port, run_worker=run_worker
+            args.workers,
+            host=args.host,
+            port=args.port,
+            web_port=args.web_port,
+            run_worker=run_worker,
         )
     except OSError as error:
         print(f"grpc-serverfn: error: {error}", file=sys.stderr)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 import grpc
 import grpc.aio
@@ -82,6 +82,11 @@ class Server:
     ``limits`` and ``streams`` group the tunables (``grpc_serverfn.config``); ``ServerOptions``
     documents every keyword.
     """
+
+    # Whether the web port's socket joins others on its port (SO_REUSEPORT): the worker
+    # processes' servers (_workers.WorkerServer) share it, as grpc.so_reuseport shares the gRPC
+    # port; a lone server must not, or a second one started by mistake would share it silently.
+    _share_web_port: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -218,6 +223,7 @@ class Server:
                 port=self._requested_web_port,
                 read_max_bytes=limits.max_message_bytes,
                 cors_origins=self._cors_origins,
+                reuse_port=self._share_web_port,
             )
             await web.start()
         try:
@@ -339,6 +345,7 @@ def _web_server(
     port: int,
     read_max_bytes: int,
     cors_origins: Sequence[str],
+    reuse_port: bool,
 ) -> WebServer:
     try:
         from ._web import WebServer
@@ -347,7 +354,12 @@ def _web_server(
             f"the web port needs the web extra: pip install 'grpc-serverfn[web]' ({error})"
         ) from None
     return WebServer(
-        core, host=host, port=port, read_max_bytes=read_max_bytes, cors_origins=cors_origins
+        core,
+        host=host,
+        port=port,
+        read_max_bytes=read_max_bytes,
+        cors_origins=cors_origins,
+        reuse_port=reuse_port,
     )
 
 
