@@ -197,6 +197,14 @@ def _parser() -> argparse.ArgumentParser:
         help="let pages from ORIGIN (e.g. https://app.example.com, or *) call the web port;"
         " repeat for more",
     )
+    web.add_argument(
+        "--web-root",
+        type=Path,
+        default=os.environ.get("SERVERFN_WEB_ROOT"),
+        metavar="DIR",
+        help="serve the files of DIR (a built UI) at / of the web port, beside the functions"
+        " (default: none; env SERVERFN_WEB_ROOT)",
+    )
     metrics = serve.add_argument_group("Prometheus metrics (pip install 'grpc-serverfn[metrics]')")
     metrics.add_argument(
         "--metrics-port",
@@ -430,6 +438,11 @@ def _serve(args: argparse.Namespace) -> int:
         observers.append(_tracing())
     if args.cors_origin and args.web_port is None:
         raise UsageError("--cors-origin is for the web port: add --web-port")
+    if args.web_root is not None:
+        if args.web_port is None:
+            raise UsageError("--web-root is for the web port: add --web-port")
+        if not args.web_root.is_dir():
+            raise UsageError(f"--web-root {args.web_root} is not a directory")
     if args.web_port is not None:
         if tls is not None:
             raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
@@ -449,6 +462,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.web_port is not None:
         options["cors_origins"] = args.cors_origin
+        options["web_root"] = args.web_root
     # A bad URL is a usage error before anything starts; the store is made where it is used.
     make_store = _stream_store_factory(args.stream_store)
     start_metrics = _metrics_starter(args)
