@@ -18,6 +18,9 @@ connectrpc pulls a server stream's messages from an async iterator while the cor
 so the core runs in a task of its own and each ``send`` waits until the response has taken its
 message. When the response ends early (the connection closed, the deadline passed, the server
 stopped), the core's task is cancelled and waited for: the handler's cleanup runs at once.
+
+With a web root (``serve --web-root``), every other path of the port serves that directory's
+files (starlette's ``StaticFiles``), so one process serves a built UI and the functions it calls.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -268,10 +272,18 @@ def _end_response(ctx: RequestContext[Any, Any], ending: Ending) -> None:
         raise ConnectError(_CODES[ending.code], ending.message, details)
 
 
-def asgi_app(core: CallCore, *, read_max_bytes: int, cors_origins: Sequence[str] = ()) -> Any:
+def asgi_app(
+    core: CallCore,
+    *,
+    read_max_bytes: int,
+    cors_origins: Sequence[str] = (),
+    web_root: Path | None = None,
+) -> Any:
     """The ASGI application serving ``core``'s calls over Connect and gRPC-Web; with
-    ``cors_origins``, wrapped in starlette's CORSMiddleware for browsers on those origins."""
-    app: Any = ServerFunctionsASGIApplication(_Service(core), read_max_bytes=read_max_bytes)
+    ``web_root``, the files of that directory on every other path; with ``cors_origins``,
+    wrapped in starlette's CORSMiddleware for browsers on those origins."""
+    rpc = ServerFunctionsASGIApplication(_Service(core), read_max_bytes=read_max_bytes)
+    app: Any = rpc if web_root is None else _beside_files(rpc, web_root)
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -286,8 +298,35 @@ def asgi_app(core: CallCore, *, read_max_bytes: int, cors_origins: Sequence[str]
     return app
 
 
+def _beside_files(rpc: ServerFunctionsASGIApplication, web_root: Path) -> Any:
+    """``rpc`` on the service's own paths (``/serverfn.v1.ServerFunctions/...``), the files of
+    ``web_root`` on all others: ``/`` is its ``index.html``, a missing file 404 (or the root's
+    ``404.html``), and no path reaches outside it (``..`` and symlinks out are refused)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    # In a Starlette application, whose exception middleware turns StaticFiles' HTTPException
+    # (404, 405) into a response: on its own, StaticFiles would end such requests with a 500.
+    files = Starlette(routes=[Mount("/", app=StaticFiles(directory=web_root, html=True))])
+    prefix = f"{rpc.path}/"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # lifespan goes to connectrpc, which resolves its endpoints there.
+        if scope["type"] != "http" or scope["path"].startswith(prefix):
+            await rpc(scope, receive, send)
+        else:
+            await files(scope, receive, send)
+
+    return app
+
+
 class WebServer:
-    """hypercorn serving the web transport on its own port, in the running event loop."""
+    """hypercorn serving the web transport on its own port, in the running event loop.
+
+    With ``reuse_port``, its socket joins others on the same port (``SO_REUSEPORT``): the
+    worker processes of ``serve --workers`` share the web port as they share the gRPC port.
+    """
 
     def __init__(
         self,
@@ -297,9 +336,14 @@ class WebServer:
         port: int,
         read_max_bytes: int,
         cors_origins: Sequence[str] = (),
+        web_root: Path | None = None,
+        reuse_port: bool = False,
     ) -> None:
-        self._app = asgi_app(core, read_max_bytes=read_max_bytes, cors_origins=cors_origins)
+        self._app = asgi_app(
+            core, read_max_bytes=read_max_bytes, cors_origins=cors_origins, web_root=web_root
+        )
         self._host = host
+        self._reuse_port = reuse_port
         self._requested_port = port
         self._stopping = asyncio.Event()
         self._config = Config()
@@ -309,7 +353,7 @@ class WebServer:
     async def start(self) -> int:
         """Bind and listen (connections wait in the backlog until hypercorn takes them), start
         serving; the port bound."""
-        listener = _listen(self._host, self._requested_port)
+        listener = _listen(self._host, self._requested_port, reuse_port=self._reuse_port)
         self.port = listener.getsockname()[1]
         config = self._config
         config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns the socket from here
@@ -334,7 +378,7 @@ class WebServer:
             await task
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -344,6 +388,8 @@ def _listen(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port} (web): {error}") from None
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind(address)
         listener.listen(1024)
     except OSError:

@@ -5,7 +5,8 @@ grpc's own multiprocessing pattern: the parent holds the port with a bound, neve
 worker before any grpc object exists in it; each worker runs its own grpc.aio ``Server`` with
 ``grpc.so_reuseport`` on that port, and the kernel spreads incoming connections (not calls)
 over their listeners. The parent never creates a grpc object, so it can fork a replacement at
-any time.
+any time. A web port (``--web-port``) is shared the same way: the parent reserves it too, and
+each worker's web server listens on it with ``SO_REUSEPORT`` (``WorkerServer``).
 
 The supervisor restarts a worker that dies unexpectedly, after a delay that grows while the same
 slot keeps dying; it gives up (non-zero exit) when the first worker cannot start at all or
@@ -59,9 +60,9 @@ _STABLE_SECONDS = 10.0  # a worker that served this long resets its slot's delay
 _POLL_SECONDS = 1.0  # an upper bound on any wait, should a wakeup byte ever be lost
 _PR_SET_PDEATHSIG = 1
 
-RunWorker = Callable[[int, Callable[[], None]], int]
-"""``run_worker(port, ready)``: serve on ``port`` in this (forked) process, call ``ready()`` once
-serving, return the exit status."""
+RunWorker = Callable[[int, int | None, Callable[[], None]], int]
+"""``run_worker(port, web_port, ready)``: serve on ``port`` (and ``web_port``, unless None) in
+this (forked) process, call ``ready()`` once serving, return the exit status."""
 
 _worker_index: int | None = None
 
@@ -73,7 +74,10 @@ def worker_index() -> int | None:
 
 
 class WorkerServer(Server):
-    """A ``Server`` that calls ``on_serving()`` once it serves: the supervisor's ready signal."""
+    """A ``Server`` that calls ``on_serving()`` once it serves: the supervisor's ready signal.
+    Its web port, if any, joins the other workers' on the port the supervisor reserved."""
+
+    _share_web_port = True
 
     def __init__(
         self,
@@ -91,14 +95,14 @@ class WorkerServer(Server):
         self._on_serving()
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int, *, what: str = "") -> socket.socket:
     """Bind (without listening) a ``SO_REUSEPORT`` socket to ``host:port``; its port is the one
     every worker joins. It never accepts, and holding it keeps the port while workers restart.
 
     A port some other socket already uses is refused first: with ``SO_REUSEPORT`` alone, a second
     server of the same user would silently share it.
     """
-    bind = _host_port(host, port)
+    bind = _host_port(host, port) + what
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -125,16 +129,19 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return reservation
 
 
-def supervise(count: int, *, host: str, port: int, run_worker: RunWorker) -> int:
+def supervise(
+    count: int, *, host: str, port: int, web_port: int | None = None, run_worker: RunWorker
+) -> int:
     """Serve with ``count`` worker processes until SIGTERM or SIGINT; the exit status.
 
-    Raises OSError when ``host:port`` cannot be reserved.
+    Raises OSError when ``host:port`` (or ``host:web_port``) cannot be reserved.
     """
-    reservation = reserve_port(host, port)
-    try:
-        return _Supervisor(count, host, reservation, run_worker).run()
-    finally:
-        reservation.close()
+    with contextlib.ExitStack() as reserved:
+        reservation = reserved.enter_context(reserve_port(host, port))
+        web = None
+        if web_port is not None:
+            web = reserved.enter_context(reserve_port(host, web_port, what=" (web)"))
+        return _Supervisor(count, host, reservation, web, run_worker).run()
 
 
 @dataclass
@@ -148,12 +155,23 @@ class _Worker:
 
 class _Supervisor:
     def __init__(
-        self, count: int, host: str, reservation: socket.socket, run_worker: RunWorker
+        self,
+        count: int,
+        host: str,
+        reservation: socket.socket,
+        web_reservation: socket.socket | None,
+        run_worker: RunWorker,
     ) -> None:
         self._count = count
-        self._reservation = reservation
+        self._reservations = [reservation]
         self._port: int = reservation.getsockname()[1]
         self._address = _host_port(host, self._port)
+        self._web_port: int | None = None
+        self._web_address = ""
+        if web_reservation is not None:
+            self._reservations.append(web_reservation)
+            self._web_port = web_reservation.getsockname()[1]
+            self._web_address = f", and to browsers on http://{_host_port(host, self._web_port)}"
         self._run_worker = run_worker
         self._workers: dict[int, _Worker] = {}
         self._delays = [_FIRST_DELAY] * count
@@ -219,7 +237,12 @@ class _Supervisor:
         if pid == 0:
             os.close(ready_r)
             _worker_main(
-                self._run_worker, self._port, ready_w, parent, self._close_parent_fds, slot
+                self._run_worker,
+                (self._port, self._web_port),
+                ready_w,
+                parent,
+                self._close_parent_fds,
+                slot,
             )
         os.close(ready_w)
         with contextlib.suppress(OSError):  # the child does it too; whichever runs first
@@ -233,7 +256,8 @@ class _Supervisor:
             signal.set_wakeup_fd(-1)
         self._wake_r.close()
         self._wake_w.close()
-        self._reservation.close()
+        for reservation in self._reservations:
+            reservation.close()
         for worker in self._workers.values():
             if worker.ready_fd is not None:
                 os.close(worker.ready_fd)
@@ -263,11 +287,12 @@ class _Supervisor:
         if not self._announced and len(serving) == self._count:
             self._announced = True
             logger.info(
-                "grpc-serverfn: %d worker processes serving on %s (pids %s; supervisor pid %d)",
+                "grpc-serverfn: %d worker processes serving on %s (pids %s; supervisor pid %d)%s",
                 self._count,
                 self._address,
                 ", ".join(map(str, serving)),
                 os.getpid(),
+                self._web_address,
             )
 
     def _reap(self) -> None:
@@ -382,7 +407,7 @@ def _describe_exit(code: int) -> str:
 
 def _worker_main(
     run_worker: RunWorker,
-    port: int,
+    ports: tuple[int, int | None],
     ready_fd: int,
     parent: int,
     close_parent_fds: Callable[[], None],
@@ -407,7 +432,7 @@ def _worker_main(
             os.write(ready_fd, b"1")
             os.close(ready_fd)
 
-        status = run_worker(port, ready)
+        status = run_worker(*ports, ready)
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:

@@ -6,8 +6,10 @@
     count_async OK chunks=5 duration_ms=1.234 first_chunk_ms=0.412
     peer=ipv4:127.0.0.1:53124 call_id=3f9a1c-7
 
-and the same fields ride on the record as ``serverfn_*`` attributes (``serverfn_function``,
-``serverfn_code``, ``serverfn_chunks``, ...), so a JSON formatter such as ``json_formatter()``
+A call over the web port adds ``protocol=connect`` or ``protocol=grpc-web`` (a gRPC call's line
+leaves ``protocol=grpc`` out, as most lines would carry it). The same fields ride on the record
+as ``serverfn_*`` attributes (``serverfn_function``, ``serverfn_code``, ``serverfn_chunks``,
+``serverfn_protocol``, ...), so a JSON formatter such as ``json_formatter()``
 emits them as keys. The prefix keeps them apart from other libraries' fields in a shared log
 index, where a bare ``code`` would clash.
 
@@ -119,6 +121,7 @@ class CallLog:
             "serverfn_first_chunk_ms": first_ms,
             "serverfn_peer": record.peer,
             "serverfn_call_id": record.call_id,
+            "serverfn_protocol": record.protocol,
             "serverfn_resumed": record.resumed,
         }
         # Built with %-arguments, so a handler that drops the record never formats it.
@@ -129,6 +132,9 @@ class CallLog:
             args.append(first_ms)
         text += " peer=%s call_id=%s"
         args += [record.peer or "-", record.call_id]
+        if record.protocol != "grpc":
+            text += " protocol=%s"
+            args.append(record.protocol)
         if record.resumed:
             text += " resumed=true"
         if code is not grpc.StatusCode.OK:

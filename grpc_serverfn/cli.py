@@ -43,7 +43,7 @@ from .config import (
     StreamOptions,
 )
 from .errors import ServerFnError
-from .observe import Observer
+from .observe import PROTOCOLS, Observer
 from .registry import Registry
 from .server import Server, ServerTLS
 from .store import StreamStore
@@ -175,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_worker_count,
         default=1,
         metavar="N",
-        help="worker processes sharing the port (SO_REUSEPORT); 'auto' for one per CPU"
-        " (default 1: no supervisor)",
+        help="worker processes sharing the port, and the web port (SO_REUSEPORT); 'auto' for"
+        " one per CPU (default 1: no supervisor)",
     )
     web = serve.add_argument_group(
         "browsers: Connect and gRPC-Web on a port of their own (pip install 'grpc-serverfn[web]')"
@@ -196,6 +196,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="let pages from ORIGIN (e.g. https://app.example.com, or *) call the web port;"
         " repeat for more",
+    )
+    web.add_argument(
+        "--web-root",
+        type=Path,
+        default=os.environ.get("SERVERFN_WEB_ROOT"),
+        metavar="DIR",
+        help="serve the files of DIR (a built UI) at / of the web port, beside the functions"
+        " (default: none; env SERVERFN_WEB_ROOT)",
     )
     metrics = serve.add_argument_group("Prometheus metrics (pip install 'grpc-serverfn[metrics]')")
     metrics.add_argument(
@@ -430,11 +438,14 @@ def _serve(args: argparse.Namespace) -> int:
         observers.append(_tracing())
     if args.cors_origin and args.web_port is None:
         raise UsageError("--cors-origin is for the web port: add --web-port")
+    if args.web_root is not None:
+        if args.web_port is None:
+            raise UsageError("--web-root is for the web port: add --web-port")
+        if not args.web_root.is_dir():
+            raise UsageError(f"--web-root {args.web_root} is not a directory")
     if args.web_port is not None:
         if tls is not None:
             raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
-        if args.workers != 1:
-            raise UsageError("--web-port does not work with --workers yet")
         try:
             from . import _web  # noqa: F401  (the web extra is there: fail now, not at start)
         except ImportError:
@@ -449,6 +460,9 @@ def _serve(args: argparse.Namespace) -> int:
         "limits": limits,
         "observers": observers,
     }
+    if args.web_port is not None:
+        options["cors_origins"] = args.cors_origin
+        options["web_root"] = args.web_root
     # A bad URL is a usage error before anything starts; the store is made where it is used.
     make_store = _stream_store_factory(args.stream_store)
     start_metrics = _metrics_starter(args)
@@ -463,7 +477,6 @@ def _serve(args: argparse.Namespace) -> int:
         options["streams"] = replace(streams, store=make_store())
         if args.web_port is not None:
             options["web_port"] = args.web_port
-            options["cors_origins"] = args.cors_origin
         return _run_server(Server(registry, **options))
     if args.stream_store == "memory":
         logger.warning(
@@ -473,7 +486,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not workers.SUPPORTED:
         raise UsageError("--workers needs os.fork and SO_REUSEPORT (Linux)")
 
-    def run_worker(port: int, ready: Callable[[], None]) -> int:
+    def run_worker(port: int, web_port: int | None, ready: Callable[[], None]) -> int:
         # In the forked worker: the app is imported here, after the fork, so whatever it
         # creates at import time (threads, grpc channels) belongs to this process.
         try:
@@ -488,13 +501,19 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"grpc-serverfn: error: {error}", file=sys.stderr)
             return 1
         options["port"] = port
+        if web_port is not None:
+            options["web_port"] = web_port  # reserved by the supervisor, shared (SO_REUSEPORT)
         options["streams"] = replace(streams, store=make_store())  # in the worker, after the fork
         options["grpc_options"] = [workers.REUSE_PORT_OPTION]
         return _run_server(workers.WorkerServer(registry, on_serving=ready, **options))
 
     try:
         return workers.supervise(
-            args.workers, host=args.host, port=args.port, run_worker=run_worker
+            args.workers,
+            host=args.host,
+            port=args.port,
+            web_port=args.web_port,
+            run_worker=run_worker,
         )
     except OSError as error:
         print(f"grpc-serverfn: error: {error}", file=sys.stderr)
@@ -549,7 +568,9 @@ def _metrics_starter(args: argparse.Namespace) -> Callable[[Registry, int], list
         raise UsageError(f"--metrics-port takes {taken}, which holds --port {args.port}")
 
     def start(registry: Registry, worker: int) -> list[Observer]:
-        metrics = PrometheusMetrics(registry, process_metrics=True)
+        # Zeroed series for the protocols this server serves: the web port's too, with one.
+        protocols = PROTOCOLS if args.web_port is not None else ("grpc",)
+        metrics = PrometheusMetrics(registry, process_metrics=True, protocols=protocols)
         endpoint = MetricsEndpoint(metrics.registry, host=host, port=port + worker if port else 0)
         which = f"worker {worker} " if args.workers > 1 else ""
         logger.info("%sserving Prometheus metrics on %s", which, endpoint.url)

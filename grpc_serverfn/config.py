@@ -18,6 +18,7 @@ A bad value is refused where the object is made, with a ValueError naming the fi
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -126,6 +127,10 @@ class ServerOptions(TypedDict, total=False):
     cors_origins: Sequence[str]
     """Origins whose pages may call the web port from the browser (CORS), e.g.
     ``["https://app.example.com"]``; ``["*"]`` for any. None by default (same origin only)."""
+    web_root: str | os.PathLike[str] | None
+    """A directory whose files the web port serves at ``/`` (``index.html`` for a directory's
+    path), beside the functions at ``/serverfn.v1.ServerFunctions/...``: a built UI and the
+    functions it calls from one process. It must exist; needs ``web_port``. None by default."""
     tls: ServerTLS | None
     """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext."""
     limits: Limits

@@ -1,6 +1,8 @@
 """Prometheus metrics per server function: ``PrometheusMetrics`` is an observer (see
 ``grpc_serverfn.observe``) that counts every ``Invoke`` under the conventional gRPC names,
-labelled by the server function as well, since grpc's per-method view only ever sees "Invoke".
+labelled by the server function as well, since grpc's per-method view only ever sees "Invoke",
+and by the wire protocol that carried the call (``grpc``, ``connect``, ``grpc-web``), since one
+server serves gRPC and, on its web port, browsers.
 
 ::
 
@@ -9,8 +11,9 @@ labelled by the server function as well, since grpc's per-method view only ever 
     Server(fns, observers=[metrics])
 
 Needs prometheus-client (``pip install 'grpc-serverfn[metrics]'``). Label values stay bounded:
-the function label is a registered function's name or ``UNKNOWN_FUNCTION``, and every series is
-created up front (scrapes show zeros before the first call; calls look nothing up).
+the function label is a registered function's name or ``UNKNOWN_FUNCTION``, the protocol label
+one of ``observe.PROTOCOLS``, and the series of the protocols asked for are created up front
+(scrapes show zeros before the first call; calls look nothing up).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from prometheus_client import (
 )
 
 from ._wire import NOT_STARTED_REASONS
-from .observe import UNKNOWN_FUNCTION, CallRecord
+from .observe import PROTOCOLS, UNKNOWN_FUNCTION, CallRecord
 from .registry import Registry
 
 __all__ = [
@@ -48,7 +51,7 @@ __all__ = [
 GRPC_TYPE = "server_stream"
 GRPC_SERVICE = "serverfn.v1.ServerFunctions"
 GRPC_METHOD = "Invoke"
-_LABELS = ("grpc_type", "grpc_service", "grpc_method", "function")
+_LABELS = ("grpc_type", "grpc_service", "grpc_method", "function", "protocol")
 
 # Streams run for minutes (an LLM reply, a CSV job): the default buckets stop at 10 s.
 HANDLING_BUCKETS: tuple[float, ...] = (
@@ -61,7 +64,8 @@ FIRST_CHUNK_BUCKETS: tuple[float, ...] = (
 
 
 class _Series:
-    """One function's label children, bound once so that a call only increments."""
+    """One function's label children over one protocol, bound once so that a call only
+    increments."""
 
     __slots__ = (
         "cancelled",
@@ -75,8 +79,8 @@ class _Series:
         "started",
     )
 
-    def __init__(self, metrics: PrometheusMetrics, function: str) -> None:
-        labels = (GRPC_TYPE, GRPC_SERVICE, GRPC_METHOD, function)
+    def __init__(self, metrics: PrometheusMetrics, function: str, protocol: str) -> None:
+        labels = (GRPC_TYPE, GRPC_SERVICE, GRPC_METHOD, function, protocol)
         self.started = metrics.started.labels(*labels)
         self.handled = {
             code: metrics.handled.labels(*labels, code.name) for code in grpc.StatusCode
@@ -96,7 +100,10 @@ class PrometheusMetrics:
     """An observer counting calls per server function into a prometheus-client registry.
 
     ``functions`` are the names the server can report (a ``Registry`` gives its own); their
-    series and ``UNKNOWN_FUNCTION``'s are created now. ``registry`` defaults to a new
+    series and ``UNKNOWN_FUNCTION``'s are created now for each of ``protocols``: only ``grpc`` by
+    default, all of ``PROTOCOLS`` for a server with a web port (``serve --web-port`` asks for
+    them). A call over a protocol not asked for still counts, in series made at its first call
+    (no zeros before it). ``registry`` defaults to a new
     ``CollectorRegistry`` of its own (pass one to share it); ``process_metrics`` adds
     prometheus-client's process, platform and GC collectors to it, as a whole serving process
     wants.
@@ -108,6 +115,7 @@ class PrometheusMetrics:
         *,
         registry: CollectorRegistry | None = None,
         process_metrics: bool = False,
+        protocols: Iterable[str] = ("grpc",),
         handling_buckets: Sequence[float] = HANDLING_BUCKETS,
         first_chunk_buckets: Sequence[float] = FIRST_CHUNK_BUCKETS,
     ) -> None:
@@ -115,13 +123,14 @@ class PrometheusMetrics:
         into = self.registry
         self.started = Counter(
             "grpc_server_started",
-            "Invoke calls started on the server, by server function.",
+            "Invoke calls started on the server, by server function and protocol.",
             _LABELS,
             registry=into,
         )
         self.handled = Counter(
             "grpc_server_handled",
-            "Invoke calls completed on the server, by server function and gRPC status code.",
+            "Invoke calls completed on the server, by server function, protocol and gRPC status"
+            " code.",
             (*_LABELS, "grpc_code"),
             registry=into,
         )
@@ -134,7 +143,7 @@ class PrometheusMetrics:
         )
         self.handling = Histogram(
             "grpc_server_handling_seconds",
-            "Seconds from an Invoke call's start to its end, by server function.",
+            "Seconds from an Invoke call's start to its end, by server function and protocol.",
             _LABELS,
             buckets=handling_buckets,
             registry=into,
@@ -149,7 +158,7 @@ class PrometheusMetrics:
         )
         self.in_flight = Gauge(
             "serverfn_streams_in_flight",
-            "Invoke calls running now, by server function.",
+            "Invoke calls running now, by server function and protocol.",
             _LABELS,
             registry=into,
         )
@@ -181,14 +190,23 @@ class PrometheusMetrics:
             PlatformCollector(registry=into)
             GCCollector(registry=into)
         names = [f.name for f in functions] if isinstance(functions, Registry) else functions
-        self._series = {name: _Series(self, name) for name in (*names, UNKNOWN_FUNCTION)}
+        wanted = tuple(protocols)
+        if unknown := set(wanted) - set(PROTOCOLS):
+            raise ValueError(
+                f"PrometheusMetrics.protocols must be some of {PROTOCOLS}, not {sorted(unknown)}"
+            )
+        self._series = {
+            (name, protocol): _Series(self, name, protocol)
+            for name in (*names, UNKNOWN_FUNCTION)
+            for protocol in wanted
+        }
         self._adding = threading.Lock()
 
     def call_started(self, record: CallRecord) -> _Series:
         """Count the call as started and in flight; its series is the token."""
-        series = self._series.get(record.function)
+        series = self._series.get((record.function, record.protocol))
         if series is None:
-            series = self._add(record.function)
+            series = self._add(record.function, record.protocol)
         series.started.inc()
         series.in_flight.inc()
         return series
@@ -211,13 +229,14 @@ class PrometheusMetrics:
         elif record.refused is not None:
             series.refused[record.refused].inc()
 
-    def _add(self, function: str) -> _Series:
+    def _add(self, function: str, protocol: str) -> _Series:
         # A name the constructor was not given, yet the server's registry holds (functions
-        # added after this observer was made): still bounded, so it gets its own series.
+        # added after this observer was made), or a protocol it was not asked for (a web port
+        # it was not told of): both still bounded, so they get series of their own.
         with self._adding:
-            series = self._series.get(function)
+            series = self._series.get((function, protocol))
             if series is None:
-                series = self._series[function] = _Series(self, function)
+                series = self._series[function, protocol] = _Series(self, function, protocol)
             return series
 
 

@@ -25,7 +25,15 @@ import grpc
 
 from .context import Metadata
 
-__all__ = ["DEFAULT_DELAY", "UNKNOWN_FUNCTION", "CallRecord", "Deferred", "Observer", "Sent"]
+__all__ = [
+    "DEFAULT_DELAY",
+    "PROTOCOLS",
+    "UNKNOWN_FUNCTION",
+    "CallRecord",
+    "Deferred",
+    "Observer",
+    "Sent",
+]
 
 T = TypeVar("T")
 
@@ -37,6 +45,11 @@ DEFAULT_DELAY = 0.05
 UNKNOWN_FUNCTION = "(unknown)"
 """The function label of a call naming no registered function (no server function's name can
 look like this, so label values stay bounded by the registry)."""
+
+PROTOCOLS = ("grpc", "connect", "grpc-web")
+"""Every wire protocol a ``CallRecord.protocol`` can name: gRPC (the gRPC port, or the web
+port to a gRPC client), Connect and gRPC-Web (the web port). A fixed few, so they can label
+metrics."""
 
 _PROCESS = secrets.token_hex(3)  # call ids are unique across processes and restarts
 _NEXT = itertools.count(1).__next__
@@ -91,7 +104,8 @@ class CallRecord:
         self.peer = peer
         """The caller's address, e.g. ``ipv4:127.0.0.1:53124``."""
         self.protocol = protocol
-        """The wire protocol that carried the call, e.g. ``grpc``."""
+        """The wire protocol that carried the call, one of ``PROTOCOLS``: ``grpc``,
+        ``connect`` or ``grpc-web``."""
         self.started_at = time.perf_counter()
         self.ended_at = 0.0
         self.code = grpc.StatusCode.OK

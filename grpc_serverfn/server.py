@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 import grpc
 import grpc.aio
@@ -83,6 +83,11 @@ class Server:
     documents every keyword.
     """
 
+    # Whether the web port's socket joins others on its port (SO_REUSEPORT): the worker
+    # processes' servers (_workers.WorkerServer) share it, as grpc.so_reuseport shares the gRPC
+    # port; a lone server must not, or a second one started by mistake would share it silently.
+    _share_web_port: ClassVar[bool] = False
+
     def __init__(
         self,
         registry: Registry,
@@ -91,6 +96,7 @@ class Server:
         port: int = 50051,
         web_port: int | None = None,
         cors_origins: Sequence[str] = (),
+        web_root: str | os.PathLike[str] | None = None,
         tls: ServerTLS | None = None,
         limits: Limits = Limits(),
         streams: StreamOptions = StreamOptions(),
@@ -112,6 +118,7 @@ class Server:
             raise ValueError("the web port does not serve TLS yet: terminate TLS in front of it")
         if cors_origins and web_port is None:
             raise ValueError("cors_origins is for the web port: set web_port too")
+        self._web_root = None if web_root is None else _web_root(web_root, web_port)
         self._reflection = reflection
         self._tls = tls
         self._interceptors = tuple(interceptors)
@@ -218,6 +225,8 @@ class Server:
                 port=self._requested_web_port,
                 read_max_bytes=limits.max_message_bytes,
                 cors_origins=self._cors_origins,
+                web_root=self._web_root,
+                reuse_port=self._share_web_port,
             )
             await web.start()
         try:
@@ -239,8 +248,9 @@ class Server:
         )
         if web is not None:
             logger.info(
-                "grpc-serverfn serving them to browsers on http://%s (Connect, gRPC-Web)",
+                "grpc-serverfn serving them to browsers on http://%s (Connect, gRPC-Web)%s",
                 self._host_port(web.port),
+                "" if self._web_root is None else f", and the files of {self._web_root} at /",
             )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -332,6 +342,16 @@ class Server:
         return 0
 
 
+def _web_root(web_root: str | os.PathLike[str], web_port: int | None) -> Path:
+    if web_port is None:
+        raise ValueError("web_root is for the web port: set web_port too")
+    directory = Path(web_root)
+    if not directory.is_dir():
+        raise ValueError(f"web_root must be a directory that exists, not {os.fspath(web_root)!r}")
+    # Absolute now: a later chdir must not move what the port serves.
+    return directory.resolve()
+
+
 def _web_server(
     core: CallCore,
     *,
@@ -339,6 +359,8 @@ def _web_server(
     port: int,
     read_max_bytes: int,
     cors_origins: Sequence[str],
+    web_root: Path | None,
+    reuse_port: bool,
 ) -> WebServer:
     try:
         from ._web import WebServer
@@ -347,7 +369,13 @@ def _web_server(
             f"the web port needs the web extra: pip install 'grpc-serverfn[web]' ({error})"
         ) from None
     return WebServer(
-        core, host=host, port=port, read_max_bytes=read_max_bytes, cors_origins=cors_origins
+        core,
+        host=host,
+        port=port,
+        read_max_bytes=read_max_bytes,
+        cors_origins=cors_origins,
+        web_root=web_root,
+        reuse_port=reuse_port,
     )
 
 

@@ -12,11 +12,15 @@ appended, because every call is the one method ``Invoke``: ``serverfn.v1.ServerF
 stream_data``. Names stay bounded: a call naming no registered function is ``... (unknown)``.
 Attributes are the conventions' (``rpc.system``, ``rpc.service``, ``rpc.method``,
 ``rpc.grpc.status_code``, ``network.peer.*``, ``error.type``) plus ``serverfn.function``,
-``serverfn.call_id``, ``serverfn.chunks``, ``serverfn.messages``, ``serverfn.cancelled`` and
-``serverfn.resumed``. As the conventions say for gRPC servers, only UNKNOWN,
-DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and DATA_LOSS mark the span as an
-error (with the status message); the codes a caller's mistake earns (NOT_FOUND,
-INVALID_ARGUMENT, ...) and a caller's cancel leave its status unset.
+``serverfn.protocol``, ``serverfn.call_id``, ``serverfn.chunks``, ``serverfn.messages``,
+``serverfn.cancelled`` and ``serverfn.resumed``. A call over the web port is traced the same way
+(its ``traceparent`` is a request header): ``serverfn.protocol`` is ``connect`` or ``grpc-web``,
+and ``rpc.system`` is ``connect_rpc`` for Connect, whose failed calls also carry the
+conventions' ``rpc.connect_rpc.error_code`` (``not_found``); ``rpc.grpc.status_code`` is the
+call's status on every protocol, as the server's one call core decided it. As the conventions
+say for gRPC servers, only UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
+DATA_LOSS mark the span as an error (with the status message); the codes a caller's mistake
+earns (NOT_FOUND, INVALID_ARGUMENT, ...) and a caller's cancel leave its status unset.
 
 Only this module needs OpenTelemetry installed (``pip install 'grpc-serverfn[otel]'``): the
 clients send the caller's context without it (``_trace_context``), and nothing in the package
@@ -80,6 +84,12 @@ class _MetadataGetter(Getter[Metadata]):
 
 _GETTER = _MetadataGetter()
 
+# Connect's names of the codes (gRPC's, in lower case, one spelt differently).
+_CONNECT_CODES = {
+    code: "canceled" if code is grpc.StatusCode.CANCELLED else code.name.lower()
+    for code in grpc.StatusCode
+}
+
 
 class OpenTelemetryTracing:
     """An observer that traces every call; ``tracer_provider`` defaults to the global one
@@ -107,10 +117,11 @@ class OpenTelemetryTracing:
         function = record.function
         # What a sampler may decide on; the rest is set at the end, and only if recorded.
         attributes = {
-            "rpc.system": "grpc",
+            "rpc.system": "connect_rpc" if record.protocol == "connect" else "grpc",
             "rpc.service": SERVICE_NAME,
             "rpc.method": "Invoke",
             "serverfn.function": function,
+            "serverfn.protocol": record.protocol,
         }
         span = self._tracer.start_span(
             _NAME_PREFIX + function, context=parent, kind=SpanKind.SERVER, attributes=attributes
@@ -146,6 +157,8 @@ class OpenTelemetryTracing:
                 "serverfn.resumed": record.resumed,
             }
             _add_peer(attributes, record.peer)
+            if record.protocol == "connect" and code is not grpc.StatusCode.OK:
+                attributes["rpc.connect_rpc.error_code"] = _CONNECT_CODES[code]
             if code in SERVER_ERROR_CODES:
                 attributes["error.type"] = code.name
                 span.set_status(Status(StatusCode.ERROR, record.error_message or code.name))

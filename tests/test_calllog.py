@@ -3,6 +3,7 @@ the record for JSON formatters, payloads only when asked; and ``serve --log-form
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -14,9 +15,10 @@ import pytest
 from grpc_serverfn import Client, FailedPrecondition, Internal, NotFound
 from grpc_serverfn.calllog import LOGGER_NAME, CallLog
 from grpc_serverfn.observe import UNKNOWN_FUNCTION
-from grpc_serverfn.testing import run_in_thread
+from grpc_serverfn.testing import run_in_loop, run_in_thread
 from tests import app
 from tests.processes import PROMPTLY, ServerProcess, serving
+from tests.test_web import client_for, collect, request
 
 FIELDS = {
     "serverfn_function",
@@ -27,6 +29,7 @@ FIELDS = {
     "serverfn_first_chunk_ms",
     "serverfn_peer",
     "serverfn_call_id",
+    "serverfn_protocol",
     "serverfn_resumed",
 }
 
@@ -59,16 +62,42 @@ def test_an_ok_call_logs_one_line_with_its_fields(calls: pytest.LogCaptureFixtur
     assert line.serverfn_code == "OK"
     assert line.serverfn_chunks == 3
     assert line.serverfn_resumed is False
+    assert line.serverfn_protocol == "grpc"
     assert 0 <= line.serverfn_first_chunk_ms <= line.serverfn_duration_ms < PROMPTLY * 1000
     assert line.serverfn_peer.startswith("ipv4:127.0.0.1:")
     assert re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", line.serverfn_call_id)
     message = line.getMessage()
     assert message.startswith("count_async OK chunks=3 duration_ms=")
-    assert f"peer={line.serverfn_peer} call_id={line.serverfn_call_id}" in message
+    assert message.endswith(f"peer={line.serverfn_peer} call_id={line.serverfn_call_id}")
+    assert "protocol=" not in message  # gRPC's, left out of the text
     # No payload unless asked for.
     assert "secret-input" not in message
     assert not hasattr(line, "serverfn_input")
     assert all("secret-input" not in repr(vars(record)) for record in calls.records)
+
+
+async def test_web_calls_log_their_protocol(calls: pytest.LogCaptureFixture) -> None:
+    """The web port's calls log as the gRPC port's do, naming their protocol."""
+    async with run_in_loop(app.fns, web_port=0, observers=[CallLog(delay=0)]) as running:
+        for wire in ("connect-json", "grpc-web-proto"):
+            async with client_for(running.web_url, wire) as client:
+                chunks, error = await collect(client, request("count_async", {"n": 2}))
+                assert (len(chunks), error) == (2, None)
+                _, error = await collect(client, request("fail_after", {"n": 1}))
+                assert error is not None
+        lines = await asyncio.to_thread(call_lines, calls, 4)
+    seen = [(line.serverfn_protocol, line.serverfn_function, line.serverfn_code) for line in lines]
+    assert seen == [
+        ("connect", "count_async", "OK"),
+        ("connect", "fail_after", "FAILED_PRECONDITION"),
+        ("grpc-web", "count_async", "OK"),
+        ("grpc-web", "fail_after", "FAILED_PRECONDITION"),
+    ]
+    for line in lines:
+        message = line.getMessage()
+        assert f"call_id={line.serverfn_call_id} protocol={line.serverfn_protocol}" in message
+        assert line.serverfn_peer.startswith("ipv4:127.0.0.1:")
+    assert lines[1].serverfn_error == "the widget is not ready"
 
 
 def test_errors_unknown_functions_and_cancels_log_their_status(

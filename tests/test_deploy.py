@@ -29,9 +29,11 @@ import yaml
 from packaging.requirements import Requirement
 
 from grpc_serverfn import Client
+from tests.test_web import client_for, collect, request
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTLY = 60.0
+WEB_PORT = "8080"  # the image's command's --web-port
 
 
 def dockerfile() -> dict[str, Any]:
@@ -70,7 +72,8 @@ def test_the_image_is_slim_non_root_and_exposes_the_port() -> None:
     image = dockerfile()
     assert re.fullmatch(r"python:3\.1[1-9]-slim", image["FROM"])
     assert image["USER"] not in ("", "root", "0")
-    assert image["EXPOSE"] == "50051"
+    assert image["EXPOSE"].split() == ["50051", WEB_PORT]
+    assert image["CMD"][image["CMD"].index("--web-port") + 1] == WEB_PORT
     assert image["ENV"]["SERVERFN_HOST"] == "0.0.0.0"
     assert image["CMD"][:3] == ["grpc-serverfn", "serve", "examples/demo.py:fns"]
     assert image["HEALTHCHECK"][:3] == ["grpc-serverfn", "health", "localhost:50051"]
@@ -178,10 +181,25 @@ def image_serving(
         process.stdout.close()
 
 
+def image_command(web_port: int) -> list[str]:
+    """The image's command with a free web port here instead of the image's 8080."""
+    command: list[str] = dockerfile()["CMD"]
+    at = command.index("--web-port") + 1
+    return [*command[:at], str(web_port), *command[at + 1 :]]
+
+
 @pytest.fixture(scope="module")
-def image_server(image_tree: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def image_web_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def image_server(
+    image_tree: Path, image_web_port: int
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
-    with image_serving(dockerfile()["CMD"], image_tree, image_env(image_tree, port)) as process:
+    command = image_command(image_web_port)
+    with image_serving(command, image_tree, image_env(image_tree, port)) as process:
         yield process, port
 
 
@@ -258,11 +276,21 @@ def test_the_image_serves_the_demo(
     }
 
 
+async def test_the_image_serves_browsers_on_its_web_port(
+    image_server: tuple[subprocess.Popen[str], int], image_web_port: int
+) -> None:
+    async with client_for(f"http://127.0.0.1:{image_web_port}") as client:
+        chunks, error = await collect(client, request("stream_data"))
+    assert error is None
+    assert json.loads(chunks[-1].json) == {"progress": 100, "done": True}
+
+
 def test_compose_runs_the_image_with_its_port_and_a_longer_stop_grace() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["serverfn"]
     assert service["build"] == "."
     assert "50051:50051" in service["ports"]
+    assert f"{WEB_PORT}:{WEB_PORT}" in service["ports"]
     grace = int(str(service["stop_grace_period"]).rstrip("s"))
     server_grace = float(dockerfile()["CMD"][dockerfile()["CMD"].index("--grace") + 1])
     assert grace > server_grace
@@ -341,6 +369,7 @@ def test_the_replicas_are_the_serverfn_image_several_times_with_its_checks() -> 
     assert replicas["deploy"]["replicas"] >= 2
     # Replicas cannot share a fixed host port; they are reached by service name.
     assert "ports" not in replicas
+    assert set(replicas["expose"]) == {"50051", WEB_PORT}
     # They run the image's own command, which serves on SERVERFN_HOST:SERVERFN_PORT.
     assert "command" not in replicas
     assert "entrypoint" not in replicas
@@ -376,6 +405,22 @@ def test_the_client_dials_every_replica_through_their_service_name() -> None:
     assert host == "serverfn-replicas"
     assert port == compose[host]["environment"]["SERVERFN_PORT"]
     assert client["depends_on"][host] == {"condition": "service_healthy"}
+
+
+def test_the_image_installs_the_web_extra_that_the_web_port_needs(image_tree: Path) -> None:
+    _, extras = image_install()
+    assert "web" in extras
+    (installed,) = metadata.distributions(
+        name="grpc-serverfn", path=[str(image_tree.parent / "site-packages")]
+    )
+    for_the_extra = {
+        requirement.name
+        for requirement in map(Requirement, installed.requires or [])
+        if requirement.marker is not None
+        and requirement.marker.evaluate({"extra": "web"})
+        and not requirement.marker.evaluate({"extra": ""})
+    }
+    assert for_the_extra == {"connectrpc", "hypercorn", "starlette"}
 
 
 def test_the_image_installs_the_redis_extra_that_the_stream_store_needs(image_tree: Path) -> None:
@@ -415,7 +460,7 @@ def test_a_replica_serves_and_the_client_service_reaches_it_by_a_dns_target(
 ) -> None:
     env = replica_env(image_tree, redis_url)
     port = env["SERVERFN_PORT"]
-    with image_serving(dockerfile()["CMD"], image_tree, env):
+    with image_serving(image_command(free_port()), image_tree, env):
         health = run_health_check(
             services()["serverfn-replicas"]["healthcheck"]["test"][1:], image_tree, int(port)
         )
@@ -468,12 +513,14 @@ def test_replicas_with_that_environment_resume_each_others_streams_through_redis
     stream started on one and dropped is picked up on the other, no chunk lost or repeated."""
     app = tmp_path / "app.py"
     app.write_text(MOUNTED_APP)
-    command = dockerfile()["CMD"]
-    command = [str(app) + ":fns" if part == "examples/demo.py:fns" else part for part in command]
+    commands = [
+        [str(app) + ":fns" if part == "examples/demo.py:fns" else part for part in command]
+        for command in (image_command(free_port()), image_command(free_port()))
+    ]
     first_env, second_env = replica_env(image_tree, redis_url), replica_env(image_tree, redis_url)
     with (
-        image_serving(command, image_tree, first_env) as first,
-        image_serving(command, image_tree, second_env) as second,
+        image_serving(commands[0], image_tree, first_env) as first,
+        image_serving(commands[1], image_tree, second_env) as second,
     ):
         with Client(f"localhost:{first_env['SERVERFN_PORT']}", timeout=PROMPTLY) as client:
             stream = client.invoke("ticks")

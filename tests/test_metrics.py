@@ -3,6 +3,7 @@ of its HTTP endpoint, parsed as Prometheus parses it, with the exact counts asse
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import re
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grpc_serverfn import (
+    AsyncClient,
     Client,
     DeadlineExceeded,
     FailedPrecondition,
@@ -27,15 +29,17 @@ from grpc_serverfn import (
 )
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn.metrics import MetricsEndpoint, PrometheusMetrics
-from grpc_serverfn.observe import UNKNOWN_FUNCTION
-from grpc_serverfn.testing import RunningServer, run_in_thread
+from grpc_serverfn.observe import PROTOCOLS, UNKNOWN_FUNCTION
+from grpc_serverfn.testing import RunningServer, run_in_loop, run_in_thread
 from tests import app
 from tests.processes import PROMPTLY, ServerProcess, serving
+from tests.test_web import client_for, collect, request
 
 CONSTANT = {
     "grpc_type": "server_stream",
     "grpc_service": "serverfn.v1.ServerFunctions",
     "grpc_method": "Invoke",
+    "protocol": "grpc",  # a call's own label, but most tests make gRPC calls only
 }
 ENDPOINT = re.compile(r"serving Prometheus metrics on (http://127\.0\.0\.1:(\d+)/metrics)")
 
@@ -56,15 +60,18 @@ class Scrape:
         }
 
     def value(self, name: str, function: str, **labels: str) -> float:
-        """The sample ``name`` of ``function`` (with the constant gRPC labels and ``labels``)."""
+        """The sample ``name`` of ``function`` (with the constant gRPC labels, protocol
+        ``grpc`` unless ``labels`` says otherwise, and ``labels``)."""
         key = (name, frozenset({**CONSTANT, "function": function, **labels}.items()))
         assert key in self.samples, f"no sample {name} {labels} for {function!r} in:\n{self.text}"
         return self.samples[key]
 
-    def handled(self, function: str) -> dict[str, float]:
+    def handled(self, function: str, protocol: str = "grpc") -> dict[str, float]:
         """The non-zero ``grpc_server_handled_total`` of ``function``, by code."""
         codes = {
-            code.name: self.value("grpc_server_handled_total", function, grpc_code=code.name)
+            code.name: self.value(
+                "grpc_server_handled_total", function, grpc_code=code.name, protocol=protocol
+            )
             for code in grpc.StatusCode
         }
         return {code: count for code, count in codes.items() if count}
@@ -280,6 +287,7 @@ def test_a_registry_passed_in_is_shared_with_the_applications_own_metrics() -> N
     text = generate_latest(shared).decode()
     assert "shop_orders_total 3.0" in text
     assert 'grpc_server_started_total{function="quote",grpc_method="Invoke"' in text
+    assert 'protocol="grpc"' in text
     assert f'function="{UNKNOWN_FUNCTION}"' in text
 
 
@@ -371,3 +379,87 @@ def test_a_metrics_port_in_use_fails_to_start_with_a_clear_error() -> None:
     assert f"grpc-serverfn: error: cannot serve metrics on 127.0.0.1:{port}" in process.log
     assert "Traceback" not in process.log
     assert "grpc-serverfn serving" not in process.log
+
+
+# --- the web port: metrics labelled by protocol ----------------------------------------------
+
+WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
+
+
+async def test_calls_on_both_ports_are_counted_by_their_protocol() -> None:
+    """``serve --web-port --metrics-port``: every protocol's series at 0 before any call, then
+    calls over gRPC, Connect and gRPC-Web, each counted under its own protocol."""
+    args = ("--port", "0", "--web-port", "0", "--metrics-port", "0")
+    with serving("tests.app:fns", *args) as server:
+        address = await asyncio.to_thread(server.wait_serving)
+        web = WEB_SERVING.search(await asyncio.to_thread(server.wait_for_line, WEB_SERVING))
+        endpoint = ENDPOINT.search(await asyncio.to_thread(server.wait_for_line, ENDPOINT))
+        assert web is not None
+        assert endpoint is not None
+        url = endpoint.group(1)
+
+        before = await asyncio.to_thread(Scrape, url)
+        for protocol in PROTOCOLS:
+            for function in ("count_async", UNKNOWN_FUNCTION):
+                labels = {"protocol": protocol}
+                assert before.value("grpc_server_started_total", function, **labels) == 0
+                assert before.value("serverfn_streams_in_flight", function, **labels) == 0
+                assert before.handled(function, protocol) == {}
+
+        async with AsyncClient(address, coalesce=False) as grpc_client:
+            assert [c async for c in grpc_client.invoke("count_async", {"n": 3})] == [0, 1, 2]
+        for wire, n in (("connect-json", 2), ("grpc-web-proto", 4)):
+            async with client_for(web.group(1), wire) as client:
+                chunks, error = await collect(client, request("count_async", {"n": n}))
+                assert (len(chunks), error) == (n, None)
+                _, error = await collect(client, request("no_such_function"))
+                assert error is not None
+
+        def settled(scrape: Scrape) -> bool:
+            return sum(scrape.handled(UNKNOWN_FUNCTION, "grpc-web").values()) == 1
+
+        scrape = await asyncio.to_thread(scrape_until, url, settled)
+    for protocol, chunks in (("grpc", 3), ("connect", 2), ("grpc-web", 4)):
+        labels = {"protocol": protocol}
+        assert scrape.value("grpc_server_started_total", "count_async", **labels) == 1
+        assert scrape.handled("count_async", protocol) == {"OK": 1}
+        assert scrape.value("grpc_server_msg_sent_total", "count_async", **labels) == chunks
+        assert scrape.value("grpc_server_handling_seconds_count", "count_async", **labels) == 1
+        assert scrape.value("serverfn_first_chunk_seconds_count", "count_async", **labels) == 1
+        assert scrape.value("serverfn_streams_in_flight", "count_async", **labels) == 0
+        unknown = scrape.handled(UNKNOWN_FUNCTION, protocol)
+        assert unknown == ({} if protocol == "grpc" else {"NOT_FOUND": 1})
+    assert {
+        sample.labels["protocol"]
+        for family in scrape.families.values()
+        for sample in family.samples
+        if "protocol" in sample.labels
+    } == set(PROTOCOLS)
+
+
+async def test_a_protocol_not_asked_for_is_counted_in_series_made_at_its_first_call() -> None:
+    metrics = PrometheusMetrics(app.fns)  # protocols: grpc only
+    endpoint = MetricsEndpoint(metrics.registry, port=0)
+    try:
+        async with run_in_loop(app.fns, web_port=0, observers=[metrics]) as running:
+            before = await asyncio.to_thread(Scrape, endpoint.url)
+            assert 'protocol="connect"' not in before.text
+            assert before.value("grpc_server_started_total", "count_async") == 0
+            async with client_for(running.web_url) as client:
+                chunks, error = await collect(client, request("count_async", {"n": 2}))
+            assert (len(chunks), error) == (2, None)
+            after = await asyncio.to_thread(Scrape, endpoint.url)
+    finally:
+        endpoint.close()
+    connect = {"protocol": "connect"}
+    assert after.value("grpc_server_started_total", "count_async", **connect) == 1
+    assert after.handled("count_async", "connect") == {"OK": 1}
+    assert after.value("grpc_server_msg_sent_total", "count_async", **connect) == 2
+    assert after.value("grpc_server_started_total", "count_async") == 0  # gRPC's own, apart
+    assert "grpc-web" not in after.text
+
+
+def test_protocols_are_the_known_few() -> None:
+    assert PROTOCOLS == ("grpc", "connect", "grpc-web")
+    with pytest.raises(ValueError, match=r"PrometheusMetrics\.protocols .*\['http'\]"):
+        PrometheusMetrics(app.fns, protocols=["grpc", "http"])

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,6 +33,7 @@ from grpc_serverfn import (
 from grpc_serverfn.testing import RunningServer, run_in_thread
 from grpc_serverfn.tracing import OpenTelemetryTracing
 from tests.processes import PROMPTLY, ROOT, server_env, serving
+from tests.test_web import client_for, collect, request
 
 # A provider of the tests' own, handed to the observer: the global one can be set only once.
 exporter = InMemorySpanExporter()
@@ -102,7 +104,9 @@ async def ticks(data: int) -> AsyncIterator[int]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    with run_in_thread(fns, observers=[OpenTelemetryTracing(tracer_provider=provider)]) as running:
+    """The app on a gRPC port and a web port, traced."""
+    tracing = OpenTelemetryTracing(tracer_provider=provider)
+    with run_in_thread(fns, web_port=0, observers=[tracing]) as running:
         yield running
 
 
@@ -151,6 +155,7 @@ def test_the_server_span_is_a_child_of_the_blocking_callers_span(server: Running
     assert span.kind is SpanKind.SERVER
     attributes = dict(span.attributes or {})
     assert attributes["rpc.system"] == "grpc"
+    assert attributes["serverfn.protocol"] == "grpc"
     assert attributes["rpc.service"] == "serverfn.v1.ServerFunctions"
     assert attributes["rpc.method"] == "Invoke"
     assert attributes["rpc.grpc.status_code"] == 0
@@ -163,6 +168,45 @@ def test_the_server_span_is_a_child_of_the_blocking_callers_span(server: Running
     assert attributes["network.peer.address"] == "127.0.0.1"
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in attributes
+
+
+@pytest.mark.parametrize(
+    ("wire", "system"), [("connect-json", "connect_rpc"), ("grpc-web-proto", "grpc")]
+)
+async def test_a_web_call_is_traced_as_a_child_of_the_traceparent_header(
+    server: RunningServer, wire: str, system: str
+) -> None:
+    """The web port's calls: the same span, under the protocol's name, parented by the W3C
+    ``traceparent`` request header that browsers' OpenTelemetry sends."""
+    protocol = "connect" if system == "connect_rpc" else "grpc-web"
+    async with client_for(server.web_url, wire) as client:
+        with tracer.start_as_current_span("browser") as caller:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            assert "traceparent" in headers
+            chunks, error = await collect(client, request("count", 2), headers=headers)
+            assert (len(chunks), error) == (2, None)
+            _, refused = await collect(client, request("refuse", "no"), headers=headers)
+            assert refused is not None
+    span = one_server_span("count")
+    assert_child_of(span, caller)
+    assert span.name == "serverfn.v1.ServerFunctions/Invoke count"
+    attributes = dict(span.attributes or {})
+    assert attributes["rpc.system"] == system
+    assert attributes["serverfn.protocol"] == protocol
+    assert attributes["rpc.grpc.status_code"] == 0
+    assert attributes["serverfn.chunks"] == 2
+    assert attributes["network.peer.address"] == "127.0.0.1"
+    assert "rpc.connect_rpc.error_code" not in attributes
+    failed = one_server_span("refuse")
+    assert_child_of(failed, caller)
+    failed_attributes = dict(failed.attributes or {})
+    assert failed_attributes["rpc.grpc.status_code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    if protocol == "connect":
+        assert failed_attributes["rpc.connect_rpc.error_code"] == "failed_precondition"
+    else:
+        assert "rpc.connect_rpc.error_code" not in failed_attributes
+    assert failed.status.status_code is StatusCode.UNSET  # the caller's mistake
 
 
 async def test_the_server_span_is_a_child_of_the_async_callers_span(server: RunningServer) -> None:

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -498,6 +499,109 @@ async def test_cors_lets_a_listed_origin_read_the_stream_id() -> None:
         assert "grpc-status-details-bin" in exposed
 
 
+# --- static files (web_root) ----------------------------------------------------------------
+
+
+async def http_request(
+    url: str, target: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request with ``target`` sent exactly as given (no client tidies ``..``
+    away): the status, the headers (lower-case names) and the body."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host}", "connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A built UI's directory, beside a secret it must never serve."""
+    root = tmp_path / "dist"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>the app</title>")
+    (root / "assets" / "app.js").write_text("console.log('app');")
+    (tmp_path / "secret.txt").write_text("hunter2")
+    (root / "outside").symlink_to(tmp_path)  # a link out of the root
+    return root
+
+
+async def test_a_web_root_serves_its_files_beside_the_functions(site: Path) -> None:
+    origin = "https://app.example"
+    async with run_in_loop(app.fns, web_port=0, web_root=site, cors_origins=[origin]) as running:
+        url = running.web_url
+        status, headers, body = await http_request(url, "/")
+        assert (status, body) == (200, b"<!doctype html><title>the app</title>")
+        assert headers["content-type"].startswith("text/html")
+        status, headers, body = await http_request(url, "/index.html")
+        assert status == 200
+        status, headers, body = await http_request(url, "/assets/app.js")
+        assert (status, body) == (200, b"console.log('app');")
+        assert "javascript" in headers["content-type"]
+        status, _, _ = await http_request(url, "/assets/missing.js")
+        assert status == 404
+        status, _, _ = await http_request(url, "/missing")
+        assert status == 404
+        status, _, _ = await http_request(url, "/", method="POST", headers={"content-length": "0"})
+        assert status == 405
+        # CORS covers the files too.
+        _, headers, _ = await http_request(url, "/", headers={"origin": origin})
+        assert headers["access-control-allow-origin"] == origin
+
+        # The functions' paths are the functions', whatever the root holds.
+        for wire in ("connect-json", "grpc-web-proto"):
+            async with client_for(url, wire) as client:
+                chunks, error = await collect(client, request("count_async", {"n": 3}))
+                assert error is None
+                assert values(chunks) == [0, 1, 2]
+                listing = await client.list_functions(pb.ListFunctionsRequest())
+                assert {info.name for info in listing.functions} == {f.name for f in app.fns}
+        status, _, _ = await http_request(url, "/serverfn.v1.ServerFunctions/NoSuchMethod")
+        assert status == 404
+        # gRPC still has its own port.
+        async with running.async_client() as grpc_client:
+            assert await grpc_client.call("echo_async", "hi") == "hi"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/../secret.txt",
+        "/assets/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/assets/..%2f..%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/outside/secret.txt",
+        "//secret.txt",
+    ],
+)
+async def test_a_web_root_serves_nothing_outside_it(site: Path, target: str) -> None:
+    async with run_in_loop(app.fns, web_port=0, web_root=site) as running:
+        status, _, body = await http_request(running.web_url, target)
+    assert b"hunter2" not in body
+    assert status in (400, 404), (status, body)
+
+
+def test_web_root_must_be_a_directory_for_a_web_port(tmp_path: Path) -> None:
+    from grpc_serverfn.server import Server
+
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises(ValueError, match="web_root must be a directory that exists"):
+        Server(app.fns, web_port=0, web_root=tmp_path / "missing")
+    with pytest.raises(ValueError, match="web_root must be a directory that exists"):
+        Server(app.fns, web_port=0, web_root=tmp_path / "file.txt")
+    with pytest.raises(ValueError, match="web_root is for the web port"):
+        Server(app.fns, web_root=tmp_path)
+
+
 # --- the command line ------------------------------------------------------------------------
 
 WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
@@ -517,12 +621,29 @@ async def test_serve_web_port_serves_browsers_and_stops_on_sigterm() -> None:
     assert "Running on" not in s.log  # hypercorn's own line: the one above says it
 
 
+async def test_serve_web_root_serves_the_files_and_the_functions(site: Path) -> None:
+    with serving("tests.app:fns", "--port", "0", "--web-port", "0", "--web-root", str(site)) as s:
+        line = await asyncio.to_thread(s.wait_for_line, WEB_SERVING)
+        match = WEB_SERVING.search(line)
+        assert match is not None
+        assert f"and the files of {site} at /" in line
+        status, _, body = await http_request(match.group(1), "/")
+        assert (status, body) == (200, b"<!doctype html><title>the app</title>")
+        async with client_for(match.group(1)) as client:
+            chunks, error = await collect(client, request("count_async", {"n": 2}))
+        assert (values(chunks), error) == ([0, 1], None)
+        s.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(s.wait, PROMPTLY) == 0, s.log
+
+
 @pytest.mark.parametrize(
     ("flags", "complaint"),
     [
         (["--cors-origin", "https://a.example"], "--cors-origin is for the web port"),
-        (["--web-port", "0", "--workers", "2"], "--web-port does not work with --workers"),
         (["--web-port", "70000"], "expected a port number"),
+        (["--web-root", "tests"], "--web-root is for the web port: add --web-port"),
+        (["--web-port", "0", "--web-root", "no/such/dir"], "--web-root no/such/dir is not a"),
+        (["--web-port", "0", "--web-root", "README.md"], "--web-root README.md is not a"),
     ],
 )
 def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: str) -> None:

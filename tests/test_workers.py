@@ -6,11 +6,14 @@ pid that ``tests.app:pid`` returns and checked in /proc.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import textwrap
 import time
@@ -18,8 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyqwest import Client as HTTPClient
+from pyqwest import HTTPTransport
 
 from grpc_serverfn import Client, ServerFnError
+from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsClient
 from tests.processes import (
     PROMPTLY,
     ROOT,
@@ -30,6 +36,7 @@ from tests.processes import (
     server_env,
     serving,
 )
+from tests.test_web import collect, request
 
 APP = "tests.app:fns"
 ANNOUNCED = re.compile(
@@ -124,6 +131,37 @@ def test_connections_are_spread_over_both_workers_and_each_serves_health() -> No
             assert re.search(rf"\[{pid}\]: grpc-serverfn serving", workers.server.log)
 
         assert workers.stop() == 0, workers.server.log
+
+
+BROWSERS = re.compile(r"and to browsers on (http://127\.0\.0\.1:\d+)")
+
+
+async def test_the_web_port_is_shared_by_the_workers_as_the_grpc_port_is() -> None:
+    """``--workers 2 --web-port 0``: one web port for both workers, and web calls over new
+    connections reach both, as gRPC calls do."""
+    with supervisor("--workers", "2", "--web-port", "0") as workers:
+        announced = [line for line in workers.server.lines if ANNOUNCED.search(line)]
+        found = BROWSERS.search(announced[0])
+        assert found is not None, announced
+        url = found.group(1)
+        assert url.rsplit(":", 1)[1] != workers.address.rsplit(":", 1)[1]
+        log = workers.server.log
+        for pid in workers.pids:
+            assert re.search(rf"\[{pid}\]: .*serving them to browsers on {url} ", log), log
+
+        served: collections.Counter[int] = collections.Counter()
+        # No idle connection is kept, so each call opens one of its own (pyqwest otherwise
+        # shares one pool between every client).
+        async with HTTPTransport(pool_max_idle_per_host=0) as transport:
+            http_client = HTTPClient(transport)
+            async with ServerFunctionsClient(url, http_client=http_client) as client:
+                for _ in range(40):
+                    chunks, error = await collect(client, request("pid"))
+                    assert error is None
+                    [pid] = [json.loads(chunk.json) for chunk in chunks]
+                    served[pid] += 1
+        assert set(served) == workers.pids, served
+        assert await asyncio.to_thread(workers.stop) == 0, workers.server.log
 
 
 def test_a_killed_worker_leaves_the_other_serving_and_is_replaced() -> None:
@@ -263,6 +301,17 @@ def test_a_port_another_supervisor_holds_is_refused() -> None:
         # The first one still has the port to itself.
         assert {first.pid_of_a_new_connection() for _ in range(20)} <= first.pids
         assert first.stop() == 0, first.server.log
+
+
+def test_a_web_port_in_use_is_refused_before_any_worker_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(APP, "--port", "0", "--workers", "2", "--web-port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (web): the address is in use" in result.stderr
+    assert "serving" not in result.stderr
 
 
 def test_replacements_that_keep_failing_at_startup_make_it_give_up(tmp_path: Path) -> None:
