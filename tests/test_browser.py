@@ -1,0 +1,132 @@
+"""The demo page (examples/web) in a real headless Chromium against a real server.
+
+``grpc-serverfn serve examples/demo.py:fns --web-port 0 --web-root examples/web/dist`` serves
+the page and its functions; examples/web/tests/browser.test.mjs drives Debian's chromium with
+playwright-core over Connect JSON, Connect binary and gRPC-Web: the progress bar, the chat
+reply, a field violation, leaving a call, a reload and a dropped network in the middle of a
+resumable reply, and pages on other origins. Screenshots land in ``tests/artifacts/browser``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.processes import ROOT, server_env, serving
+
+WEB = ROOT / "examples" / "web"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
+WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+pytestmark = pytest.mark.skipif(
+    not (WEB / "node_modules").is_dir() or not Path(CHROMIUM).exists(),
+    reason="scripts/test installs examples/web's packages and chromium",
+)
+
+
+def npm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["npm", "--prefix", str(WEB), "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_page_type_checks_with_tsc_strict() -> None:
+    result = npm("typecheck")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built_page() -> Path:
+    result = npm("build")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return WEB / "dist"
+
+
+@contextlib.contextmanager
+def static_site(directory: Path) -> Iterator[str]:
+    """The page on an origin of its own (another port), as a site elsewhere would serve it."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+        finally:
+            httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
+    message = " ".join(f"word{index}" for index in range(40))
+    with (
+        static_site(built_page) as allowed,
+        static_site(built_page) as denied,
+        serving(
+            "examples/demo.py:fns",
+            "--port", "0",
+            "--web-port", "0",
+            "--web-root", str(built_page),
+            "--cors-origin", allowed.rstrip("/"),
+            # Slow enough that a page can leave, reload or drop in the middle of a call.
+            env=server_env(DEMO_TOKEN_SECONDS="0.04", DEMO_RECORD_SECONDS="0.01"),
+        ) as server,
+    ):  # fmt: skip
+        match = WEB_SERVING.search(server.wait_for_line(WEB_SERVING))
+        assert match is not None
+        if ARTIFACTS.exists():
+            shutil.rmtree(ARTIFACTS)
+        result = subprocess.run(
+            ["node", "--test", "--test-reporter=spec", str(WEB / "tests" / "browser.test.mjs")],
+            cwd=WEB,
+            env={
+                **os.environ,
+                "APP_URL": match.group(1) + "/",
+                "ALLOWED_URL": allowed,
+                "DENIED_URL": denied,
+                "CHAT_MESSAGE": message,
+                "EXPECTED_REPLY": demo.local_reply(message),
+                "ARTIFACTS": str(ARTIFACTS),
+                "CHROMIUM": CHROMIUM,
+            },
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        # Leaving the CSV job (closing its panel over Connect, Cancel over gRPC-Web) closed the
+        # function's generator on the server: its finally ran, once for each.
+        stopped = re.findall(r"process_large_file stopped after \d+ of (\d+) records", server.log)
+        assert sorted(stopped) == ["4000", "5000"], server.log[-4000:]
+        # The reply cut by the dropped network was picked up again, not started over.
+        assert re.search(r"stream_chat OK .* protocol=connect resumed=true", server.log)
+        assert "Traceback" not in server.log
+    assert sorted(path.name for path in ARTIFACTS.glob("*.png")) == [
+        "chat-after-reload.png",
+        "invalid-connect-binary.png",
+        "invalid-connect.png",
+        "invalid-grpc-web.png",
+        "progress-connect-binary.png",
+        "progress-connect.png",
+        "progress-grpc-web.png",
+    ]
