@@ -30,10 +30,11 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-pytestmark = pytest.mark.skipif(
-    not (WEB / "node_modules").is_dir() or not Path(CHROMIUM).exists(),
-    reason="scripts/test installs examples/web's packages and chromium",
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed() -> None:
+    assert (WEB / "node_modules").is_dir(), "run scripts/test: it installs examples/web's packages"
+    assert Path(CHROMIUM).exists(), "run scripts/test: it installs Debian's chromium"
 
 
 def npm(*args: str) -> subprocess.CompletedProcess[str]:
