@@ -72,3 +72,25 @@ ensure_valgrind() {
     fi
   fi
 }
+
+# ensure_web_example: examples/web's packages (the TypeScript client first, which it links),
+# then the page bundled by esbuild into examples/web/dist (served by `serve --web-root`).
+ensure_web_example() {
+  ensure_typescript_client
+  npm_ci_if_changed "$ROOT/examples/web"
+  node "$ROOT/examples/web/build.mjs"
+}
+
+# ensure_chromium: Debian's chromium, for the browser tests (tests/test_browser.py drives it
+# with playwright-core; nothing downloads a browser build).
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing chromium (apt-get)" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "tests/test_browser.py needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)" >&2
+      return 1
+    fi
+  fi
+}

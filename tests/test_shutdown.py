@@ -60,7 +60,9 @@ async def in_flight_shutdown(server: ServerProcess, target: str) -> dict[str, ob
         )
         refused: object = None
         try:
-            async with AsyncClient(target) as late:
+            # retry=None: the server's own answer. (Made again, the call may reach a server
+            # whose grace has run out, and grpc's shutdown cancels it.)
+            async with AsyncClient(target, retry=None) as late:
                 await late.call("echo_async", "late", timeout=5)
         except Unavailable as error:
             refused = error
