@@ -349,6 +349,8 @@ export class ServerFnClient {
             received = true;
             const values = decodeChunk(message);
             for (let i = 0; i < values.length; i++) {
+              // Aborted while the loop had a batch's value: the rest of the batch is not given.
+              controller.signal.throwIfAborted();
               stream.nextSeq = message.seq + i + 1;
               yield values[i];
             }

@@ -206,6 +206,19 @@ for (const protocol of PROTOCOLS) {
       assert.ok(await cleanedUp(key), "the handler's finally did not run");
     });
 
+    test("no value of a batch comes after the abort", async () => {
+      const controller = new AbortController();
+      const values: unknown[] = [];
+      await assert.rejects(async () => {
+        const stream = client.invoke("count_async", { n: 5000 }, { signal: controller.signal });
+        for await (const value of stream) {
+          values.push(value);
+          controller.abort();
+        }
+      }, Cancelled);
+      assert.deepEqual(values, [0]);
+    });
+
     test("leaving the loop early cancels the call", async () => {
       const key = uniqueKey("break");
       for await (const value of client.invoke("wait_async", { probe: key, chunks: 2 })) {
