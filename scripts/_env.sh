@@ -35,28 +35,46 @@ ensure_venv() {
   fi
 }
 
-# ensure_node_packages: Node.js and npm (from Debian's packages when missing and we are root),
-# then tests/interop/node/node_modules via `npm ci` whenever package-lock.json changed since
-# the last install (a stamp in node_modules records its hash).
-ensure_node_packages() {
-  local dir="$ROOT/tests/interop/node"
+# ensure_node: Node.js and npm (from Debian's packages when missing and we are root).
+ensure_node() {
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "==> installing Node.js and npm (apt-get)" >&2
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
     else
-      echo "grpc-serverfn's tests need Node.js 18+ and npm on PATH (tests/test_interop_node.py)" >&2
+      echo "grpc-serverfn's tests need Node.js 20+ and npm on PATH" >&2
       return 1
     fi
   fi
+}
+
+# npm_ci_if_changed DIR: `npm ci` in DIR whenever its package-lock.json changed since the last
+# install (a stamp in node_modules records its hash).
+npm_ci_if_changed() {
+  local dir=$1
   local stamp="$dir/node_modules/.installed-lock-sha256"
   local want
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "==> installing Node packages into tests/interop/node (npm ci)" >&2
+    echo "==> installing Node packages into ${dir#"$ROOT/"} (npm ci)" >&2
     npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund --loglevel=error
     echo "$want" > "$stamp"
   fi
+}
+
+# ensure_node_packages: tests/interop/node/node_modules, installed from its package-lock.json.
+ensure_node_packages() {
+  ensure_node
+  npm_ci_if_changed "$ROOT/tests/interop/node"
+}
+
+# ensure_typescript_client: clients/typescript's packages (npm ci when its package-lock.json
+# changed), then the package built with tsc into clients/typescript/dist.
+ensure_typescript_client() {
+  ensure_node
+  local dir="$ROOT/clients/typescript"
+  npm_ci_if_changed "$dir"
+  (cd "$dir" && node_modules/.bin/tsc -p tsconfig.json)
 }
 
 # ensure_valgrind: valgrind (from Debian's packages when missing and we are root), for
