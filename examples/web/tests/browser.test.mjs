@@ -44,6 +44,9 @@ async function open(url) {
   page.setDefaultTimeout(TIMEOUT);
   const errors = [];
   page.on("pageerror", (error) => errors.push(error));
+  page.on("console", (message) => {
+    if (message.type() === "error") console.error(`[page ${url}] ${message.text()}`);
+  });
   await page.goto(url);
   return { context, page, errors };
 }
@@ -56,6 +59,14 @@ function withProtocol(url, protocol, extra = {}) {
 }
 
 const reply = (page) => page.getByTestId("reply");
+
+/** Waits for the chat reply to end, and says why when it ended otherwise than done. */
+async function replyEnded(page) {
+  await page.locator("[data-testid=reply][data-status=done], [data-testid=reply][data-status=failed]").waitFor();
+  const status = await reply(page).getAttribute("data-status");
+  const alert = await page.getByRole("region", { name: "Chat" }).getByRole("alert").allTextContents();
+  assert.equal(status, "done", `the reply ended ${status}: ${alert.join(" ")}`);
+}
 
 async function sendChat(page, message) {
   await page.getByLabel("Message").fill(message);
@@ -100,10 +111,11 @@ function csv(records) {
   return Buffer.from(lines.join("\n"));
 }
 
-// Each test has a browser context of its own, so they all run at once.
+// Each test has a browser context of its own; the groups run at once, the tests of a group
+// one after another (six pages at a time, on two cores).
 describe("the demo page", { concurrency: true }, () => {
 for (const protocol of PROTOCOLS) {
-  describe(`over ${protocol}`, { concurrency: true }, () => {
+  describe(`over ${protocol}`, () => {
     test("the progress bar reaches 100 and done", async () => {
       const { context, page, errors } = await open(withProtocol(APP_URL, protocol));
       assert.equal(await page.getByTestId("protocol").textContent(), protocol);
@@ -129,7 +141,7 @@ for (const protocol of PROTOCOLS) {
         });
       });
       await sendChat(page, CHAT_MESSAGE);
-      await page.locator("[data-testid=reply][data-status=done]").waitFor();
+      await replyEnded(page);
       assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
       // It arrived token by token: the page showed many partial replies on the way.
       assert.ok(seen.filter((text) => text !== "" && text !== EXPECTED_REPLY).length > 10, seen.length);
@@ -149,7 +161,7 @@ for (const protocol of PROTOCOLS) {
   });
 }
 
-describe("leaving a call", { concurrency: true }, () => {
+describe("leaving a call", () => {
   test("closing the CSV panel mid-job aborts the call (the server logs its finally)", async () => {
     const { context, page } = await open(withProtocol(APP_URL, "connect"));
     await page.getByLabel("CSV file").setInputFiles({ name: "big.csv", mimeType: "text/csv", buffer: csv(5_000) });
@@ -171,7 +183,7 @@ describe("leaving a call", { concurrency: true }, () => {
   });
 });
 
-describe("a resumable reply", { concurrency: true }, () => {
+describe("a resumable reply", () => {
   test("goes on from where it was after a page reload", async () => {
     const { context, page } = await open(withProtocol(APP_URL, "connect"));
     await sendChat(page, CHAT_MESSAGE);
@@ -179,7 +191,7 @@ describe("a resumable reply", { concurrency: true }, () => {
     await page.reload();
     const before = await reply(page).textContent();
     assert.ok(EXPECTED_REPLY.startsWith(before), before); // the text so far, kept across the reload
-    await page.locator("[data-testid=reply][data-status=done]").waitFor();
+    await replyEnded(page);
     assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
     await page.screenshot({ path: join(ARTIFACTS, "chat-after-reload.png"), fullPage: true });
@@ -199,7 +211,7 @@ describe("a resumable reply", { concurrency: true }, () => {
     await page.waitForTimeout(1_000);
     assert.equal(await reply(page).textContent(), atCut); // nothing arrives while offline
     await context.setOffline(false);
-    await page.locator("[data-testid=reply][data-status=done]").waitFor();
+    await replyEnded(page);
     assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
     assert.ok(proxy.connections() > 1, "the page never reconnected");
     await context.close();
@@ -207,7 +219,7 @@ describe("a resumable reply", { concurrency: true }, () => {
   });
 });
 
-describe("pages on other origins", { concurrency: true }, () => {
+describe("pages on other origins", () => {
   test("work where --cors-origin allows them", async () => {
     const { context, page } = await open(withProtocol(ALLOWED_URL, "connect", { server: serverOrigin }));
     const progress = page.getByRole("region", { name: "Progress" });
