@@ -19,7 +19,7 @@ test("the tour logs what the README says", async () => {
   assert.match(lines[6] ?? "", /^\[\{"field":"message","description":".+"\}\]$/);
   assert.deepEqual(lines.slice(7), [
     "process_large_file POST",
-    "stream_chat POST",
+    "stream_chat POST resumable",
     "stream_data GET",
   ]);
 });
