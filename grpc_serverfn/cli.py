@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("SERVERFN_WEB_PORT"),
         metavar="PORT",
         help="serve the functions over Connect and gRPC-Web on this port too, 0 for any free one"
-        " (default: off; env SERVERFN_WEB_PORT)",
+        " (default: off; env SERVERFN_WEB_PORT); HTTP/1.1 and h2c, or with --tls-cert TLS with"
+        " HTTP/2",
     )
     web.add_argument(
         "--cors-origin",
@@ -431,8 +432,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.cors_origin and args.web_port is None:
         raise UsageError("--cors-origin is for the web port: add --web-port")
     if args.web_port is not None:
-        if tls is not None:
-            raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
+        if tls is not None and tls.client_ca is not None:
+            raise UsageError(
+                "--web-port does not do mutual TLS (--tls-client-ca): terminate it in front"
+            )
         if args.workers != 1:
             raise UsageError("--web-port does not work with --workers yet")
         try:

@@ -127,7 +127,8 @@ class ServerOptions(TypedDict, total=False):
     """Origins whose pages may call the web port from the browser (CORS), e.g.
     ``["https://app.example.com"]``; ``["*"]`` for any. None by default (same origin only)."""
     tls: ServerTLS | None
-    """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext."""
+    """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext. The web port
+    serves TLS with the same certificate (HTTP/2 and HTTP/1.1 by ALPN; not mutual TLS)."""
     limits: Limits
     """Message size, concurrent and pending calls, input depth and worker threads (default
     ``Limits()``)."""
