@@ -161,7 +161,7 @@ def _config(tls: ssl.SSLContext | None) -> Config:
     config.keep_alive_max_requests = sys.maxsize
     # An idle connection (no stream open) is closed after this long; hypercorn's 5 s would make
     # a page calling every few seconds reconnect (a TLS handshake each time), and a request sent
-    # as the server closes the connection fails. A busy connection is never closed by it.
+    # as the server closes the connection can fail. A busy connection is never closed by it.
     config.keep_alive_timeout = 75.0
     config.errorlog = hypercorn_logger
     config.accesslog = None
@@ -400,7 +400,6 @@ class WebServer:
         self._requested_port = port
         self._stopping = asyncio.Event()
         self._config = _config(tls)
-        self.tls = tls is not None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
 

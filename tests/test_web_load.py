@@ -1,5 +1,5 @@
 """The web port under load on one HTTP/2 connection: 1,000 concurrent Connect streams of 200
-chunks, rounds after rounds, over h2c (HTTP/2 in clear text, prior knowledge) and over TLS (ALPN
+chunks, round after round, over h2c (HTTP/2 in clear text, prior knowledge) and over TLS (ALPN
 h2), against a server process; every chunk arrives in order, no stream fails, every call came
 over the one connection, and no handler is left running.
 
