@@ -22,6 +22,8 @@ import orjson
 from grpclib.client import Channel
 
 from grpc_serverfn import AsyncClient, Client
+from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
+from grpc_serverfn._wire import COALESCE_MAX_BATCH
 
 from ._betterproto.bench.v1 import BenchStub as GrpclibBenchStub
 from ._betterproto.bench.v1 import Req as GrpclibReq
@@ -38,6 +40,7 @@ __all__ = [
     "IdleStream",
     "ServerfnAsyncDriver",
     "ServerfnSyncDriver",
+    "WebConnectDriver",
 ]
 
 CALL_TIMEOUT = 600.0
@@ -268,3 +271,69 @@ class _GrpclibIdle(IdleStream):
 
     async def close(self) -> None:
         await self._messages.aclose()
+
+
+class WebConnectDriver(AsyncDriver):
+    """The Connect project's Python client (connectrpc, binary Connect) on the web port, over
+    one HTTP/2 connection in clear text (prior knowledge), as pyqwest (Rust's hyper) makes it:
+    what a browser's page does over TLS. ``coalesce`` asks for coalesced chunks (``max_batch``)
+    as grpc-serverfn's own clients do."""
+
+    def __init__(self, url: str, function: str, *, coalesce: bool) -> None:
+        from connectrpc.compat import google_protobuf_binary_codec
+        from connectrpc.protocol import ProtocolType
+        from pyqwest import Client as HTTPClient
+        from pyqwest import HTTPTransport, HTTPVersion
+
+        from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsClient
+
+        self._transport = HTTPTransport(
+            http_version=HTTPVersion.HTTP2, max_connections_per_address=1
+        )
+        self._client = ServerFunctionsClient(
+            url,
+            http_client=HTTPClient(self._transport),
+            protocol=ProtocolType.CONNECT,
+            codec=google_protobuf_binary_codec(),
+        )
+        self._function = function
+        self._max_batch = COALESCE_MAX_BATCH if coalesce else 0
+
+    def _request(self, count: int, size: int) -> serverfn_pb2.InvokeRequest:
+        return serverfn_pb2.InvokeRequest(
+            function=self._function,
+            json=orjson.dumps({"count": count, "size": size}).decode(),
+            max_batch=self._max_batch,
+        )
+
+    def _stream(self, count: int, size: int) -> Any:
+        return self._client.invoke(self._request(count, size), timeout_ms=int(CALL_TIMEOUT * 1000))
+
+    @staticmethod
+    def _values(message: serverfn_pb2.Chunk) -> int:
+        """Decode a message's chunks as the grpc-serverfn clients do; how many it held."""
+        if message.WhichOneof("payload") == "batch":
+            for text in message.batch.json:
+                loads(text)
+            return len(message.batch.json)
+        loads(message.json)
+        return 1
+
+    async def drain(self, count: int, size: int) -> int:
+        received = 0
+        async for message in self._stream(count, size):
+            received += self._values(message)
+        return received
+
+    async def timed_call(self, count: int, size: int) -> tuple[float, float, int]:
+        start = time.perf_counter()
+        messages = aiter(self._stream(count, size))
+        received = self._values(await anext(messages))
+        first = time.perf_counter()
+        async for message in messages:
+            received += self._values(message)
+        return first - start, time.perf_counter() - start, received
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._transport.aclose()

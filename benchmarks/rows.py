@@ -1,7 +1,8 @@
 """The rows of the benchmark: which server each one calls, and how.
 
 ``baseline`` is the row every ratio is taken against. The ``coalesce`` rows pass
-``coalesce=True`` / ``coalesce=False`` to grpc-serverfn's clients.
+``coalesce=True`` / ``coalesce=False`` to grpc-serverfn's clients. The ``web`` rows call the
+same server's web port with Connect over one HTTP/2 connection (``WebConnectDriver``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .drivers import (
     GrpclibDriver,
     ServerfnAsyncDriver,
     ServerfnSyncDriver,
+    WebConnectDriver,
 )
 from .servers import ServerProcess
 
@@ -90,6 +92,20 @@ ROWS: tuple[RowSpec, ...] = (
         "serverfn sync gen, AsyncClient, coalesce off",
         "serverfn",
         lambda server: ServerfnAsyncDriver(server.address, "stream_sync", coalesce=False),
+    ),
+    RowSpec(
+        "web-connect",
+        "serverfn web port, Connect over HTTP/2, coalesce off",
+        "serverfn",
+        lambda server: WebConnectDriver(server.web_url, "stream", coalesce=False),
+        versus="serverfn-async",
+    ),
+    RowSpec(
+        "web-connect-coalesce",
+        "serverfn web port, Connect over HTTP/2, coalesce on",
+        "serverfn",
+        lambda server: WebConnectDriver(server.web_url, "stream", coalesce=True),
+        versus="serverfn-async-coalesce",
     ),
     RowSpec(
         "grpclib",

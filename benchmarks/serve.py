@@ -5,8 +5,10 @@ only those named in ``SERVERFN_BENCH_OBSERVERS`` (e.g. ``traces,logs``; empty fo
 what each one costs.
 
 The server binds 127.0.0.1 on an ephemeral port (``--port 0``) and prints ``PORT <n>`` on
-stdout once it is serving. It stops on SIGTERM or SIGINT, or when its stdin reaches end of
-file, so it never outlives the benchmark that started it (even one killed with SIGKILL).
+stdout once it is serving; ``serverfn`` also serves its web port (Connect, gRPC-Web; HTTP/1.1
+and h2c), printed first as ``WEB_PORT <n>``. It stops on SIGTERM or SIGINT, or when its stdin
+reaches end of file, so it never outlives the benchmark that started it (even one killed with
+SIGKILL).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["KINDS", "OBSERVERS_ENV", "READY_PREFIX", "main"]
+__all__ = ["KINDS", "OBSERVERS_ENV", "READY_PREFIX", "WEB_PORT_PREFIX", "main"]
 
 READY_PREFIX = "PORT "
+WEB_PORT_PREFIX = "WEB_PORT "
 KINDS = ("baseline", "serverfn", "serverfn-observed", "grpclib")
 OBSERVERS_ENV = "SERVERFN_BENCH_OBSERVERS"
 
@@ -43,8 +46,15 @@ async def _start(kind: str, host: str, port: int) -> tuple[int, Stop]:
         from .app import fns
 
         observers = _observers(fns) if kind == "serverfn-observed" else ()
-        serverfn_server = Server(fns, host=host, port=port, grace=0.0, observers=observers)
+        # The web port beside the gRPC port, in the same process and event loop (its rows
+        # compare the two); idle, it costs the gRPC rows nothing.
+        web_port = 0 if kind == "serverfn" else None
+        serverfn_server = Server(
+            fns, host=host, port=port, web_port=web_port, grace=0.0, observers=observers
+        )
         await serverfn_server.start()
+        if serverfn_server.web_port is not None:
+            print(f"{WEB_PORT_PREFIX}{serverfn_server.web_port}", flush=True)
         return serverfn_server.port, lambda: serverfn_server.stop(0.0)
     if kind == "grpclib":
         from . import grpclib_server

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from .serve import READY_PREFIX
+from .serve import READY_PREFIX, WEB_PORT_PREFIX
 
 __all__ = ["HOST", "ROOT", "ServerProcess", "running"]
 
@@ -61,6 +61,8 @@ class ServerProcess:
         """``wrapper`` goes before the command (e.g. valgrind); ``env`` replaces the
         environment; a slow wrapper needs longer to start and to stop."""
         self.kind = kind
+        self.web_port: int | None = None
+        """The web port (Connect, gRPC-Web) of a server that has one."""
         self._stop_seconds = stop_seconds
         self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"bench-{kind}-")  # noqa: SIM115 - closed by stop()
         self._process = subprocess.Popen(
@@ -94,6 +96,13 @@ class ServerProcess:
         """``host:port``, for grpcio channels."""
         return f"{HOST}:{self.port}"
 
+    @property
+    def web_url(self) -> str:
+        """``http://host:port`` of the web port."""
+        if self.web_port is None:
+            raise RuntimeError(f"the {self.kind} server has no web port")
+        return f"http://{HOST}:{self.web_port}"
+
     def _read_port(self, seconds: float) -> int:
         stdout = self._process.stdout
         assert stdout is not None
@@ -103,7 +112,9 @@ class ServerProcess:
             while (remaining := deadline - time.monotonic()) > 0:
                 if selector.select(remaining):
                     line = stdout.readline().decode(errors="replace").strip()
-                    if line.startswith(READY_PREFIX):
+                    if line.startswith(WEB_PORT_PREFIX):
+                        self.web_port = int(line.removeprefix(WEB_PORT_PREFIX))
+                    elif line.startswith(READY_PREFIX):
                         return int(line.removeprefix(READY_PREFIX))
                     if not line and self._process.poll() is not None:
                         break

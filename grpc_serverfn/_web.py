@@ -21,6 +21,10 @@ stopped), the core's task is cancelled and waited for: the handler's cleanup run
 
 With a web root (``serve --web-root``), every other path of the port serves that directory's
 files (starlette's ``StaticFiles``), so one process serves a built UI and the functions it calls.
+
+The web port speaks HTTP/1.1 and HTTP/2: over TLS (the gRPC port's certificate and key) ALPN
+offers both, and in clear text hypercorn takes HTTP/2 with prior knowledge (h2c) as well. Its
+HTTP/2 is tuned to hold 1,000 concurrent streams on one connection (``_config``, ``_H2Protocol``).
 """
 
 from __future__ import annotations
@@ -31,18 +35,25 @@ import binascii
 import collections
 import contextlib
 import logging
+import os
 import socket
+import ssl
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+import hypercorn.protocol
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.request import Headers, RequestContext
 from google.rpc import status_pb2
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol.h2 import H2Protocol
+from priority.priority import PriorityTree
 from protobuf.wkt import Any as AnyDetail
 
 from ._call import CallCore
@@ -53,7 +64,7 @@ from ._transport import CallEnded, Ending, Invocation, Send
 from ._wire import GRPC_DETAILS_METADATA_KEY, STREAM_ID_METADATA_KEY
 from .context import Metadata, MetadataValue
 
-__all__ = ["WebServer", "WebTransport", "asgi_app"]
+__all__ = ["H2_MAX_CONCURRENT_STREAMS", "WebServer", "WebTransport", "asgi_app"]
 
 logger = logging.getLogger("grpc_serverfn.server")
 # hypercorn's own log lines; Server logs where the web port serves (hypercorn's "Running on"
@@ -110,6 +121,90 @@ CORS_RESPONSE_HEADERS = (
     "connect-accept-encoding",
     STREAM_ID_METADATA_KEY,
 )
+
+
+# Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; a client
+# queues the rest). hypercorn's default, 100, would make a page's 101st open stream wait; each
+# open stream holds at most two frames of unsent data (hypercorn's StreamBuffer, 32 KiB).
+H2_MAX_CONCURRENT_STREAMS = 1_000
+
+
+class _H2Protocol(H2Protocol):
+    """hypercorn's HTTP/2 with room in its send scheduler for every stream it lets a client open.
+
+    hypercorn schedules its sends with a ``priority.PriorityTree`` made with that package's
+    default cap: 1,000 streams, the tree's root among them, so 999. A stream is in the tree from
+    its request until its response's last frame is sent (and, with trailers, until the sending
+    task next visits it), so a client at 1,000 open streams, or one that opens a new stream the
+    moment the last one ended, gets ``TooManyStreamsError`` from the tree; hypercorn does not
+    catch it, and the connection hangs with all its streams (tried: 1,000 streams of 200 chunks
+    on one connection never got past their first frames). Twice the streams allowed, plus the
+    root, leaves room for those awaiting their removal.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        streams = self.config.h2_max_concurrent_streams
+        self.priority = PriorityTree(maximum_streams=2 * streams + 1)
+
+
+# hypercorn.protocol.ProtocolWrapper makes its HTTP/2 protocol (for ALPN "h2", h2c prior
+# knowledge and h2c upgrade) by this module-level name; hypercorn is pinned (==0.18.0).
+hypercorn.protocol.H2Protocol = _H2Protocol  # type: ignore[attr-defined]
+
+
+def _config(tls: ssl.SSLContext | None) -> Config:
+    """hypercorn's settings for the web port, each changed from its default for the reason given."""
+    config = _WebConfig(tls)
+    config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
+    # hypercorn ends a connection after this many requests (HTTP/2: a GOAWAY after the 1,001st
+    # stream by default); h2 then fails the frames still arriving for streams in flight and
+    # hypercorn closes the connection under them (tried: 1-101 of each round's 1,000 streams
+    # failed after the first round). A browser's page keeps one connection per origin for as
+    # long as it is open: no cap.
+    config.keep_alive_max_requests = sys.maxsize
+    # An idle connection (no stream open) is closed after this long; hypercorn's 5 s would make
+    # a page calling every few seconds reconnect (a TLS handshake each time), and a request sent
+    # as the server closes the connection can fail. A busy connection is never closed by it.
+    config.keep_alive_timeout = 75.0
+    config.errorlog = hypercorn_logger
+    config.accesslog = None
+    config.include_server_header = False
+    return config
+
+
+class _WebConfig(Config):
+    """hypercorn's Config with TLS from an ``ssl.SSLContext`` made here (hypercorn's own reads
+    the certificate and key from files; ours come as bytes)."""
+
+    def __init__(self, tls: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._tls = tls
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._tls is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._tls
+
+
+def server_ssl_context(certificate_chain: bytes, private_key: bytes) -> ssl.SSLContext:
+    """A TLS context for the web port: what hypercorn would make from files (TLS 1.2 or later,
+    no compression, AEAD ciphers), offering HTTP/2 and HTTP/1.1 by ALPN."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_ciphers("ECDHE+AESGCM")
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9113 section 9.2
+    context.options |= ssl.OP_NO_COMPRESSION  # RFC 9113 section 9.2.1
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    # ssl loads a certificate chain only from files: a private directory, gone on return.
+    with tempfile.TemporaryDirectory(prefix="serverfn-tls-") as directory:
+        chain, key = os.path.join(directory, "chain.pem"), os.path.join(directory, "key.pem")
+        for path, pem in ((chain, certificate_chain), (key, private_key)):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(pem)
+        context.load_cert_chain(chain, key)
+    return context
 
 
 class WebTransport:
@@ -322,7 +417,8 @@ def _beside_files(rpc: ServerFunctionsASGIApplication, web_root: Path) -> Any:
 
 
 class WebServer:
-    """hypercorn serving the web transport on its own port, in the running event loop.
+    """hypercorn serving the web transport on its own port, in the running event loop; over
+    TLS with ``tls``.
 
     With ``reuse_port``, its socket joins others on the same port (``SO_REUSEPORT``): the
     worker processes of ``serve --workers`` share the web port as they share the gRPC port.
@@ -338,6 +434,7 @@ class WebServer:
         cors_origins: Sequence[str] = (),
         web_root: Path | None = None,
         reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._app = asgi_app(
             core, read_max_bytes=read_max_bytes, cors_origins=cors_origins, web_root=web_root
@@ -346,7 +443,7 @@ class WebServer:
         self._reuse_port = reuse_port
         self._requested_port = port
         self._stopping = asyncio.Event()
-        self._config = Config()
+        self._config = _config(tls)
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -357,9 +454,6 @@ class WebServer:
         self.port = listener.getsockname()[1]
         config = self._config
         config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns the socket from here
-        config.errorlog = hypercorn_logger
-        config.accesslog = None
-        config.include_server_header = False
         self._task = asyncio.create_task(
             serve(self._app, config, shutdown_trigger=self._stopping.wait, mode="asgi")
         )

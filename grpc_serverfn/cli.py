@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("SERVERFN_WEB_PORT"),
         metavar="PORT",
         help="serve the functions over Connect and gRPC-Web on this port too, 0 for any free one"
-        " (default: off; env SERVERFN_WEB_PORT)",
+        " (default: off; env SERVERFN_WEB_PORT); HTTP/1.1 and h2c, or with --tls-cert TLS with"
+        " HTTP/2",
     )
     web.add_argument(
         "--cors-origin",
@@ -444,8 +445,10 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.web_root.is_dir():
             raise UsageError(f"--web-root {args.web_root} is not a directory")
     if args.web_port is not None:
-        if tls is not None:
-            raise UsageError("--web-port does not serve TLS yet: terminate TLS in front of it")
+        if tls is not None and tls.client_ca is not None:
+            raise UsageError(
+                "--web-port does not do mutual TLS (--tls-client-ca): terminate it in front"
+            )
         try:
             from . import _web  # noqa: F401  (the web extra is there: fail now, not at start)
         except ImportError:

@@ -132,7 +132,8 @@ class ServerOptions(TypedDict, total=False):
     path), beside the functions at ``/serverfn.v1.ServerFunctions/...``: a built UI and the
     functions it calls from one process. It must exist; needs ``web_port``. None by default."""
     tls: ServerTLS | None
-    """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext."""
+    """Serve over TLS (mutual TLS when it has a ``client_ca``); None for plaintext. The web port
+    serves TLS with the same certificate (HTTP/2 and HTTP/1.1 by ALPN; not mutual TLS)."""
     limits: Limits
     """Message size, concurrent and pending calls, input depth and worker threads (default
     ``Limits()``)."""

@@ -114,8 +114,10 @@ class Server:
         self._requested_port = port
         self._requested_web_port = web_port
         self._cors_origins = tuple(cors_origins)
-        if web_port is not None and tls is not None:
-            raise ValueError("the web port does not serve TLS yet: terminate TLS in front of it")
+        if web_port is not None and tls is not None and tls.client_ca is not None:
+            raise ValueError(
+                "the web port does not do mutual TLS (client_ca): terminate it in front of it"
+            )
         if cors_origins and web_port is None:
             raise ValueError("cors_origins is for the web port: set web_port too")
         self._web_root = None if web_root is None else _web_root(web_root, web_port)
@@ -152,11 +154,13 @@ class Server:
 
     @property
     def web_url(self) -> str:
-        """The web port's base URL, ``http://host:port`` (after ``start``, with a web port)."""
+        """The web port's base URL, ``http://host:port`` (``https://`` with TLS), after
+        ``start``, with a web port."""
         port = self.web_port
         if port is None:
             raise RuntimeError("the server has no web port")
-        return f"http://{self._host_port(port)}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host_port(port)}"
 
     def _host_port(self, port: int | None) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
@@ -227,6 +231,7 @@ class Server:
                 cors_origins=self._cors_origins,
                 web_root=self._web_root,
                 reuse_port=self._share_web_port,
+                tls=self._tls,
             )
             await web.start()
         try:
@@ -248,8 +253,9 @@ class Server:
         )
         if web is not None:
             logger.info(
-                "grpc-serverfn serving them to browsers on http://%s (Connect, gRPC-Web)%s",
-                self._host_port(web.port),
+                "grpc-serverfn serving them to browsers on %s (Connect, gRPC-Web; %s)%s",
+                self.web_url,
+                "TLS, HTTP/2 and HTTP/1.1" if self._tls is not None else "HTTP/1.1 and h2c",
                 "" if self._web_root is None else f", and the files of {self._web_root} at /",
             )
 
@@ -361,9 +367,10 @@ def _web_server(
     cors_origins: Sequence[str],
     web_root: Path | None,
     reuse_port: bool,
+    tls: ServerTLS | None,
 ) -> WebServer:
     try:
-        from ._web import WebServer
+        from ._web import WebServer, server_ssl_context
     except ImportError as error:
         raise RuntimeError(
             f"the web port needs the web extra: pip install 'grpc-serverfn[web]' ({error})"
@@ -376,6 +383,7 @@ def _web_server(
         cors_origins=cors_origins,
         web_root=web_root,
         reuse_port=reuse_port,
+        tls=None if tls is None else server_ssl_context(tls.certificate_chain, tls.private_key),
     )
 
 

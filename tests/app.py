@@ -7,6 +7,7 @@ to them (cleanup ran, how far a generator got) in ``PROBES`` for the tests to re
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import enum
@@ -487,6 +488,30 @@ async def task_count() -> int:
     """How many asyncio tasks the serving process has (this call's own included): for leak
     checks against a server in another process."""
     return len(asyncio.all_tasks())
+
+
+# count_live's handlers running now, and the callers' addresses (one per connection) they saw.
+LIVE = {"handlers": 0}
+LIVE_PEERS: collections.Counter[str] = collections.Counter()
+
+
+@fns.server_fn
+async def count_live(data: Count, ctx: Context) -> AsyncIterator[int]:
+    """count_async, counted among the live handlers while it runs (``live_handlers``)."""
+    LIVE["handlers"] += 1
+    LIVE_PEERS[ctx.peer] += 1
+    try:
+        for i in range(data.n):
+            yield i
+    finally:
+        LIVE["handlers"] -= 1
+
+
+@fns.server_fn
+async def live_handlers() -> dict[str, Any]:
+    """How many count_live handlers are running, and how many calls each caller address made:
+    for checks against a server in another process."""
+    return {"handlers": LIVE["handlers"], "peers": dict(LIVE_PEERS)}
 
 
 @fns.server_fn

@@ -152,13 +152,16 @@ def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
     assert "unknown row nope" in refused.stderr
 
 
-def test_observed_rows_are_compared_round_by_round_with_their_plain_rows(
+def test_observed_and_web_rows_are_compared_round_by_round_with_their_plain_rows(
     smoke: SmokeRun,
 ) -> None:
     pairs = {row.key: row.versus for row in ROWS if row.versus is not None}
     assert pairs == {
         "serverfn-observed": "serverfn-async",
         "serverfn-observed-coalesce": "serverfn-async-coalesce",
+        # The web port (Connect over HTTP/2) beside the gRPC port of the same server.
+        "web-connect": "serverfn-async",
+        "web-connect-coalesce": "serverfn-async-coalesce",
     }
     scenarios = smoke.results["scenarios"]
     for key in ("a_single_stream", "b_concurrent_16", "c_short_calls", "e_cpu_per_chunk"):

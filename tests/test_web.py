@@ -9,6 +9,8 @@ import json
 import re
 import shutil
 import signal
+import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -19,14 +21,17 @@ from typing import Any
 
 import grpc
 import pytest
+import trustme
 from connectrpc.client import ResponseMetadata
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.protocol import ProtocolType
 from google.rpc import error_details_pb2
+from pyqwest import Client as HTTPClient
+from pyqwest import HTTPTransport, HTTPVersion
 
-from grpc_serverfn import Context, Identity, Limits, Registry, bearer_auth
+from grpc_serverfn import ClientTLS, Context, Identity, Limits, Registry, ServerTLS, bearer_auth
 from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2 as pb
 from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsClient
 from grpc_serverfn.observe import UNKNOWN_FUNCTION, CallRecord
@@ -374,10 +379,17 @@ async def test_observers_see_the_web_protocol_and_how_calls_ended() -> None:
         for wire in ("connect-json", "grpc-web-proto"):
             async with client_for(running.web_url, wire) as client:
                 await collect(client, request("count_async", {"n": 2}))
+                # The deadline in the header only: the server's to enforce. With timeout_ms the
+                # client's own timer, as short, may close the connection first (CANCELLED).
+                deadline = (
+                    {"grpc-timeout": "200m"}
+                    if wire.startswith("grpc-web")
+                    else {"connect-timeout-ms": "200"}
+                )
                 await collect(
                     client,
                     request("deadline_probe", {"probe": f"web-observed-{wire}"}),
-                    timeout_ms=200,
+                    headers=deadline,
                 )
                 await collect(client, request("no_such_function"))
     seen = [(r.protocol, r.function, r.code, r.sent.chunks) for r in recorder.ended]
@@ -458,16 +470,87 @@ async def test_past_the_grace_a_web_call_is_cancelled_and_cleaned_up() -> None:
     assert error is not None
 
 
-def test_the_web_port_is_none_without_one_and_refuses_tls_for_now() -> None:
+def test_the_web_port_is_none_without_one_and_refuses_mutual_tls() -> None:
     with run_in_thread(app.fns) as running:
         assert running.server.web_port is None
     from grpc_serverfn import ServerTLS
     from grpc_serverfn.server import Server
 
-    with pytest.raises(ValueError, match="TLS"):
-        Server(app.fns, web_port=0, tls=ServerTLS(b"cert", b"key"))
+    with pytest.raises(ValueError, match="mutual TLS"):
+        Server(app.fns, web_port=0, tls=ServerTLS(b"cert", b"key", client_ca=b"ca"))
     with pytest.raises(ValueError, match="web_port"):
         Server(app.fns, cors_origins=["https://app.example"])
+
+
+# --- TLS and HTTP/2 ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_web_server(server_ca: trustme.CA) -> Iterator[RunningServer]:
+    """The test app with its gRPC port and its web port over TLS, one certificate for both."""
+    cert = server_ca.issue_cert("localhost", "127.0.0.1")
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    tls = ServerTLS(chain, cert.private_key_pem.bytes())
+    with run_in_thread(app.fns, web_port=0, tls=tls) as running:
+        yield running
+
+
+async def version_and_count(url: str, version: HTTPVersion, ca: bytes | None = None) -> Any:
+    """The HTTP version a plain request to ``url`` was answered in, and count_async's chunks
+    over Connect, both on one ``version``-only connection."""
+    transport = HTTPTransport(http_version=version, tls_ca_cert=ca, max_connections_per_address=1)
+    async with transport:
+        http = HTTPClient(transport)
+        listing = f"{url}/serverfn.v1.ServerFunctions/ListFunctions"
+        async with http.stream("POST", listing, {"content-type": "application/json"}, b"{}") as r:
+            assert r.status == 200
+            answered = r.http_version
+        protocol, codec = WIRES["connect-proto"]
+        async with ServerFunctionsClient(
+            url, http_client=http, protocol=protocol, codec=codec
+        ) as client:
+            chunks, error = await collect(client, request("count_async", {"n": 3}))
+    assert error is None
+    return answered, values(chunks)
+
+
+async def test_tls_serves_the_web_port_over_http2_and_http1(
+    tls_web_server: RunningServer, server_ca: trustme.CA
+) -> None:
+    url = tls_web_server.web_url
+    assert url.startswith("https://127.0.0.1:")
+    ca = server_ca.cert_pem.bytes()
+    for version in (HTTPVersion.HTTP2, HTTPVersion.HTTP1):
+        assert await version_and_count(url, version, ca) == (version, [0, 1, 2])
+    # The gRPC port serves TLS with the same certificate.
+    async with tls_web_server.async_client(tls=ClientTLS(ca=ca)) as grpc_client:
+        assert [n async for n in grpc_client.invoke("count_async", {"n": 2})] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"), [(["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")]
+)
+def test_tls_offers_http2_and_http1_by_alpn(
+    tls_web_server: RunningServer, server_ca: trustme.CA, offered: list[str], chosen: str
+) -> None:
+    context = ssl.create_default_context(cadata=server_ca.cert_pem.bytes().decode())
+    context.set_alpn_protocols(offered)
+    host, port = tls_web_server.web_url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=PROMPTLY) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        assert tls.selected_alpn_protocol() == chosen
+
+
+async def test_clear_text_takes_http2_with_prior_knowledge(web_server: RunningServer) -> None:
+    for version in (HTTPVersion.HTTP2, HTTPVersion.HTTP1):
+        assert await version_and_count(web_server.web_url, version) == (version, [0, 1, 2])
 
 
 async def test_cors_lets_a_listed_origin_read_the_stream_id() -> None:
@@ -644,6 +727,15 @@ async def test_serve_web_root_serves_the_files_and_the_functions(site: Path) -> 
         (["--web-root", "tests"], "--web-root is for the web port: add --web-port"),
         (["--web-port", "0", "--web-root", "no/such/dir"], "--web-root no/such/dir is not a"),
         (["--web-port", "0", "--web-root", "README.md"], "--web-root README.md is not a"),
+        (
+            # Files that are there (no certificates: the flags are refused before any is used).
+            [
+                "--web-port",
+                "0",
+                *(f"--tls-{flag}=README.md" for flag in ("cert", "key", "client-ca")),
+            ],
+            "--web-port does not do mutual TLS",
+        ),
     ],
 )
 def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: str) -> None:
