@@ -2,7 +2,8 @@
 models, enums, optionals, defaults, unions, lists, scalars as input and as chunk, no input, no
 output annotation; and one of each kind (def, async def, generators, a ``ctx`` parameter).
 
-``tests/typed_app_v2.py`` is this app after a change, for the drift check.
+Functions are called by reference (tests/test_typed_calls.py) and through generated modules
+(tests/test_codegen.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Colour(enum.Enum):
 class Address(BaseModel):
     street: str
     city: str = "Paris"
+    post_code: str = Field(default="", alias="postCode")  # JSON says postCode, both ways
 
 
 class Person(BaseModel):
