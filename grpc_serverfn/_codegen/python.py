@@ -10,6 +10,7 @@ works as with the server's own function), and a method on ``ServerFns`` (over ``
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Sequence
 
@@ -93,7 +94,8 @@ def _models(functions: Sequence[Function]) -> str:
     root = f'{_ROOT} = TypeAliasType("{_ROOT}", Any)\n'
     if root not in text:
         raise RuntimeError("datamodel-code-generator's output is not as expected (its root)")
-    return text.replace(root, "")
+    # Its formatter leaves three blank lines where the root was; PEP 8 says two.
+    return re.sub(r"\n{4,}", "\n\n\n", text.replace(root, ""))
 
 
 def _input(function: Function) -> str:
