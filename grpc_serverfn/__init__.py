@@ -48,6 +48,7 @@ from .errors import (
     ServerFnError,
     Unauthenticated,
     Unavailable,
+    UnexpectedChunk,
     Unimplemented,
 )
 from .middleware import Call, CallNext, Middleware
@@ -55,6 +56,7 @@ from .observe import CallRecord, Observer
 from .registry import NO_INPUT, Kind, Registry, ServerFunction
 from .server import Server, ServerTLS, serve
 from .store import MemoryStreamStore, StreamStore
+from .typed import ServerFn, ServerFnRef
 
 __all__ = [
     "NO_INPUT",
@@ -92,7 +94,9 @@ __all__ = [
     "ResumePolicy",
     "RetryPolicy",
     "Server",
+    "ServerFn",
     "ServerFnError",
+    "ServerFnRef",
     "ServerFunction",
     "ServerOptions",
     "ServerTLS",
@@ -100,6 +104,7 @@ __all__ = [
     "StreamStore",
     "Unauthenticated",
     "Unavailable",
+    "UnexpectedChunk",
     "Unimplemented",
     "__version__",
     "bearer_auth",

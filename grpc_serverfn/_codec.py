@@ -57,7 +57,7 @@ class _NotSerializable(TypeError):
 def _default(obj: Any) -> Any:
     """orjson's fallback for the types it does not know natively."""
     if isinstance(obj, pydantic.BaseModel):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", by_alias=True)  # the names its JSON Schema shows
     try:
         return pydantic_core.to_jsonable_python(obj)
     except pydantic_core.PydanticSerializationError:

@@ -21,7 +21,7 @@ from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 
 from .errors import FieldViolation, InvalidArgument
 
-__all__ = ["Validator", "output_schema", "validator_for"]
+__all__ = ["Output", "Validator", "output_of", "validator_for"]
 
 logger = logging.getLogger("grpc_serverfn.registry")
 
@@ -109,26 +109,38 @@ _ITERATOR_ORIGINS = {
 }
 
 
-def output_schema(return_annotation: Any, *, streaming: bool) -> dict[str, Any] | None:
-    """The JSON Schema of each chunk, from a return annotation; None when it is not known.
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What a return annotation says of each chunk: its type (``Any`` when unknown), the
+    adapter that checks it and its JSON Schema (None when pydantic cannot make them)."""
+
+    chunk_type: Any
+    adapter: pydantic.TypeAdapter[Any] | None
+    schema: dict[str, Any] | None
+
+
+def output_of(return_annotation: Any, *, streaming: bool) -> Output:
+    """The chunk type of a return annotation, with its adapter and JSON Schema.
 
     For a generator the chunk type is the item type of ``Iterator[X]``, ``AsyncIterator[X]``,
     ``Generator[X, ...]`` or ``AsyncGenerator[X, ...]``.
     """
+    unknown = Output(Any, None, None)
     annotation = return_annotation
     if streaming:
         if typing.get_origin(annotation) not in _ITERATOR_ORIGINS:
-            return None
+            return unknown
         args = typing.get_args(annotation)
         if not args:
-            return None
+            return unknown
         annotation = args[0]
     if annotation is None or annotation is Any:
-        return None
+        return unknown
     try:
-        return pydantic.TypeAdapter(annotation).json_schema(mode="serialization")
+        adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(annotation)
+        return Output(annotation, adapter, adapter.json_schema(mode="serialization"))
     except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as error:
         # Not fatal (chunks are not validated against it), but the user should know why
         # ListFunctions shows no output schema.
         logger.warning("no output schema for %r: %s", annotation, str(error).splitlines()[0])
-        return None
+        return Output(annotation, None, None)

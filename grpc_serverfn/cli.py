@@ -1,4 +1,4 @@
-"""The ``grpc-serverfn`` command: ``serve``, ``call``, ``list`` and ``health``.
+"""The ``grpc-serverfn`` command: ``serve``, ``call``, ``list``, ``health`` and ``codegen``.
 
 ``call`` prints one JSON line per chunk on stdout; errors go to stderr, and the exit status is
 64 + the gRPC status code, as grpcurl's is (2 for usage errors). ``call``, ``list`` and
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 import sys
@@ -25,9 +27,11 @@ import orjson
 from tqdm import tqdm
 
 from . import _codec as codec
+from . import _codegen as codegen
 from . import _workers as workers
 from . import calllog
 from ._client_core import ClientTLS
+from ._codegen import EMITTERS
 from ._version import __version__
 from .client import Client
 from .config import (
@@ -266,9 +270,12 @@ def _parser() -> argparse.ArgumentParser:
         help="put each call's input, cut short, in its log line (never logged otherwise)",
     )
 
-    def add_target_options(command: argparse.ArgumentParser) -> None:
+    def add_target_options(command: argparse.ArgumentParser, *, required: bool = True) -> None:
         command.add_argument(
-            "target", metavar="TARGET", help="server address, e.g. localhost:50051"
+            "target",
+            metavar="TARGET",
+            nargs=None if required else "?",
+            help="server address, e.g. localhost:50051",
         )
         command.add_argument("--timeout", type=float, help="deadline in seconds")
         command.add_argument(
@@ -354,6 +361,27 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--service", default="", help="the service to ask about (default: the whole server)"
     )
+
+    codegen = commands.add_parser(
+        "codegen",
+        help="write a typed module for calling a server's functions",
+        description="Write a module of typed callers (models and a class of methods) from the"
+        " JSON Schemas of a running server's functions (TARGET) or of a Registry (--app)."
+        " With --check, write nothing: exit 1 if OUTPUT differs from what would be written.",
+    )
+    codegen.add_argument("language", choices=sorted(EMITTERS), metavar="LANGUAGE")
+    add_target_options(codegen, required=False)
+    codegen.add_argument(
+        "--app", metavar="MODULE:ATTR", help="read the functions from a Registry, not a server"
+    )
+    codegen.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="the module to write"
+    )
+    codegen.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 (showing the difference) if FILE is not what would be written",
+    )
     return parser
 
 
@@ -367,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _call(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "codegen":
+            return _codegen(args)
         return _list(args)
     except UsageError as error:
         print(f"grpc-serverfn: error: {error}", file=sys.stderr)
@@ -742,6 +772,55 @@ def _health(args: argparse.Namespace) -> int:
         print(f"grpc-serverfn: {args.target} is not serving ({status})", file=sys.stderr)
         return 1
     return 0
+
+
+def _codegen(args: argparse.Namespace) -> int:
+    if (args.target is None) == (args.app is None):
+        raise UsageError(
+            "codegen reads a running server (TARGET) or a Registry (--app), one of them"
+        )
+    if args.app is not None:
+        functions = codegen.from_registry(load_registry(args.app))
+    else:
+        with _client(args) as client:
+            functions = codegen.from_server(client)
+    try:
+        text = codegen.generate(args.language, functions)
+    except ImportError as error:
+        raise UsageError(
+            f"codegen {args.language} needs the codegen extra ({error.name} is missing):"
+            " pip install 'grpc-serverfn[codegen]'"
+        ) from None
+    output: Path = args.output
+    if not args.check:
+        output.write_text(text)
+        print(f"wrote {output} ({len(functions)} function(s))", file=sys.stderr)
+        return 0
+    try:
+        written = output.read_text()
+    except FileNotFoundError:
+        print(
+            f"grpc-serverfn: {output} does not exist; run codegen without --check", file=sys.stderr
+        )
+        return 1
+    if written == text:
+        print(f"{output} is up to date", file=sys.stderr)
+        return 0
+    difference = difflib.unified_diff(
+        written.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        f"{output} (written)",
+        f"{output} (from the server now)",
+    )
+    sys.stderr.writelines(itertools.islice(difference, _MAX_DIFF_LINES))
+    print(
+        f"grpc-serverfn: {output} is out of date: run the same codegen command without --check",
+        file=sys.stderr,
+    )
+    return 1
+
+
+_MAX_DIFF_LINES = 200
 
 
 def _compact(schema: dict[str, Any]) -> str:

@@ -27,11 +27,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, overload
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing_extensions import TypeVar
 
 from ._client_core import (
     METHOD_LOOKUP_TIMEOUT,
@@ -51,15 +52,23 @@ from ._client_core import (
     too_many_chunks,
 )
 from ._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
-from .errors import ServerFnError
+from .errors import ServerFnError, UnexpectedChunk
+from .typed import ServerFn, ServerFnRef, ref_of
 
 __all__ = ["AsyncChunkStream", "AsyncClient", "ChunkStream", "Client"]
 
 
-class ChunkStream(Iterator[Any]):
+T = TypeVar("T", default=Any)  # a bare ChunkStream (an annotation from before) is of Any
+I = TypeVar("I")  # noqa: E741
+C = TypeVar("C")
+
+
+class ChunkStream(Iterator[T]):
     """The chunks of one call, decoded; iterate it, and cancel it or leave its ``with`` early.
 
     Dropping the stream (breaking out of ``for client.invoke(...)``) cancels the call.
+    ``ChunkStream[T]``: chunks of type ``T`` (a function called by reference); ``Any`` when
+    called by name.
     """
 
     __slots__ = (
@@ -97,11 +106,12 @@ class ChunkStream(Iterator[Any]):
         self._retrier = retrier
         self._method_of = method_of  # a function's method (GET, POST), for the retrier
 
-    def __next__(self) -> Any:
-        # The per-chunk path: no generator layer, batches unpacked in place.
+    def __next__(self) -> T:
+        # The per-chunk path: no generator layer, batches unpacked in place. Chunks are plain
+        # JSON values here (T is Any); a stream of another T is a _DecodedChunkStream.
         pending = self._pending
         if pending:
-            return pending.popleft()
+            return pending.popleft()  # type: ignore[no-any-return]
         try:
             message = next(self._call)
         except grpc.RpcError as error:
@@ -110,8 +120,8 @@ class ChunkStream(Iterator[Any]):
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
-            return pending.popleft()
-        return value
+            return pending.popleft()  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]
 
     def _after_failure(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
         """The next message after the call failed: from a resumed call (a resumable stream,
@@ -149,7 +159,7 @@ class ChunkStream(Iterator[Any]):
             return message
         raise self._error(error) from None
 
-    def __iter__(self) -> ChunkStream:
+    def __iter__(self) -> ChunkStream[T]:
         return self
 
     def cancel(self) -> None:
@@ -172,7 +182,7 @@ class ChunkStream(Iterator[Any]):
         """The server's trailing metadata (waits for the call to end)."""
         return self._call.trailing_metadata()
 
-    def __enter__(self) -> ChunkStream:
+    def __enter__(self) -> ChunkStream[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -185,10 +195,11 @@ class ChunkStream(Iterator[Any]):
         raise TypeError("Client streams are iterated with 'for'; use AsyncClient for 'async for'")
 
 
-class AsyncChunkStream(AsyncIterator[Any]):
+class AsyncChunkStream(AsyncIterator[T]):
     """The chunks of one call on ``AsyncClient``; ``async for`` it, or ``async with`` it.
 
     Dropping the stream (breaking out of ``async for``) cancels the call.
+    ``AsyncChunkStream[T]`` as ``ChunkStream[T]``.
     """
 
     __slots__ = (
@@ -228,13 +239,13 @@ class AsyncChunkStream(AsyncIterator[Any]):
         self._retrier = retrier
         self._method_of = method_of
 
-    def __aiter__(self) -> AsyncChunkStream:
+    def __aiter__(self) -> AsyncChunkStream[T]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> T:
         pending = self._pending
         if pending:
-            return pending.popleft()
+            return pending.popleft()  # type: ignore[no-any-return]
         try:
             message = await self._messages.__anext__()
         except grpc.RpcError as error:
@@ -243,8 +254,8 @@ class AsyncChunkStream(AsyncIterator[Any]):
         value = decode_chunk(message)
         if type(value) is Batch:
             self._pending = pending = collections.deque(value)
-            return pending.popleft()
-        return value
+            return pending.popleft()  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]
 
     async def _after_failure(self, error: grpc.RpcError) -> serverfn_pb2.Chunk:
         """As ``ChunkStream._after_failure``, waiting without blocking the loop."""
@@ -301,7 +312,7 @@ class AsyncChunkStream(AsyncIterator[Any]):
     async def trailing_metadata(self) -> Any:
         return await self._call.trailing_metadata()
 
-    async def __aenter__(self) -> AsyncChunkStream:
+    async def __aenter__(self) -> AsyncChunkStream[T]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -312,6 +323,47 @@ class AsyncChunkStream(AsyncIterator[Any]):
 
     def __iter__(self) -> NoReturn:
         raise TypeError("AsyncClient streams are iterated with 'async for'; use Client for 'for'")
+
+
+class _DecodedChunkStream(ChunkStream[T]):
+    """A stream whose chunks are validated into a function's chunk type (called by reference).
+    A subclass, so that calls by name keep the plain per-chunk path."""
+
+    __slots__ = ("_ref",)
+    _ref: ServerFnRef[Any, T]
+
+    def __next__(self) -> T:
+        value = ChunkStream.__next__(self)
+        try:
+            return self._ref.decode(value)
+        except UnexpectedChunk:
+            _cancel(self)  # the rest would be read by nobody
+            raise
+
+
+class _DecodedAsyncChunkStream(AsyncChunkStream[T]):
+    """As ``_DecodedChunkStream``, for ``AsyncClient``."""
+
+    __slots__ = ("_ref",)
+    _ref: ServerFnRef[Any, T]
+
+    async def __anext__(self) -> T:
+        value = await AsyncChunkStream.__anext__(self)
+        try:
+            return self._ref.decode(value)
+        except UnexpectedChunk:
+            _cancel(self)
+            raise
+
+
+def _target(
+    function: str | ServerFn[Any, Any], decode: bool
+) -> tuple[str, ServerFnRef[Any, Any] | None]:
+    """The name to send, and the reference that decodes the chunks (None: left as JSON)."""
+    if isinstance(function, str):
+        return function, None
+    ref = ref_of(function)
+    return ref.name, ref if decode else None
 
 
 def _ready(channel: grpc.Channel, timeout: float) -> bool:
@@ -334,14 +386,14 @@ def _lookup_timeout(timeout: float | None) -> float:
     return METHOD_LOOKUP_TIMEOUT if timeout is None else min(timeout, METHOD_LOOKUP_TIMEOUT)
 
 
-def _cancel(stream: ChunkStream | AsyncChunkStream) -> None:
+def _cancel(stream: ChunkStream[Any] | AsyncChunkStream[Any]) -> None:
     # The caller's own cancellation: its CANCELLED is never a reason to call again.
     if stream._retrier is not None:
         stream._retrier.cancelled = True
     stream._call.cancel()
 
 
-def _cancel_if_running(stream: ChunkStream | AsyncChunkStream) -> None:
+def _cancel_if_running(stream: ChunkStream[Any] | AsyncChunkStream[Any]) -> None:
     # Runs when a stream is dropped (left early): cancel now, not when the GC gets to the call.
     call = getattr(stream, "_call", None)
     if call is not None and not call.done():
@@ -375,6 +427,7 @@ class Client(BaseClient):
         self._health: Any = health_pb2_grpc.HealthStub(self._channels[0])
         self._method_lookup = threading.Lock()
 
+    @overload
     def invoke(
         self,
         function: str,
@@ -382,14 +435,61 @@ class Client(BaseClient):
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
-    ) -> ChunkStream:
+    ) -> ChunkStream[Any]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[None, C],
+        data: None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> ChunkStream[C]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[I, C],
+        data: I,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> ChunkStream[C]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[False],
+    ) -> ChunkStream[Any]: ...
+
+    def invoke(
+        self,
+        function: str | ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: bool = True,
+    ) -> ChunkStream[Any]:
         """Call ``function`` with ``data`` (None: no input) and stream its chunks.
 
-        A resumable function's stream resumes by itself when its connection drops (see
-        ``ResumePolicy``), so the loop sees every chunk once, in order.
+        ``function`` is a name, or a function decorated with ``@fns.server_fn`` (or a
+        ``ServerFnRef``): then the chunks are typed, and validated into its chunk type unless
+        ``decode=False`` (``UnexpectedChunk`` when one does not fit). A resumable function's
+        stream resumes by itself when its connection drops (see ``ResumePolicy``), so the loop
+        sees every chunk once, in order.
         """
-        request = self._invoke_request(function, data)
-        return self._stream(request, timeout, metadata, None)
+        name, ref = _target(function, decode)
+        request = self._invoke_request(name, data)
+        return self._stream(request, timeout, metadata, None, ref)
 
     def resume(
         self,
@@ -411,11 +511,13 @@ class Client(BaseClient):
         timeout: float | None,
         metadata: MetadataLike | None,
         stream_id: str | None,
-    ) -> ChunkStream:
+        ref: ServerFnRef[Any, Any] | None = None,
+    ) -> ChunkStream[Any]:
         options = self._call_options(timeout, metadata)
         channel, stub = self._next_channel()
         invoke = stub.Invoke
-        return ChunkStream(
+        kind = ChunkStream if ref is None else _DecodedChunkStream
+        stream: ChunkStream[Any] = kind(
             invoke(request, **options),
             self._error,
             self._resumer(request, timeout, stream_id),
@@ -425,6 +527,9 @@ class Client(BaseClient):
             self._retrier(request, timeout),
             self._method_of,
         )
+        if ref is not None:
+            stream._ref = ref  # type: ignore[attr-defined]  # set once, on the subclass
+        return stream
 
     def _method_of(self, function: str, timeout: float | None) -> str | None:
         """The method of ``function`` (GET, POST), asking the server if need be; None when
@@ -455,6 +560,7 @@ class Client(BaseClient):
             raise self._error(error) from None
         return bool(response.was_running)
 
+    @overload
     def call(
         self,
         function: str,
@@ -462,15 +568,61 @@ class Client(BaseClient):
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
+    ) -> Any: ...
+
+    @overload
+    def call(
+        self,
+        function: ServerFn[None, C],
+        data: None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> C: ...
+
+    @overload
+    def call(
+        self,
+        function: ServerFn[I, C],
+        data: I,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> C: ...
+
+    @overload
+    def call(
+        self,
+        function: ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[False],
+    ) -> Any: ...
+
+    def call(
+        self,
+        function: str | ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: bool = True,
     ) -> Any:
-        """Call a function that produces exactly one value and return it."""
-        with self.invoke(function, data, timeout=timeout, metadata=metadata) as stream:
+        """Call a function that produces exactly one value and return it (a name, or a function
+        by reference, as ``invoke``)."""
+        name, ref = _target(function, decode)
+        request = self._invoke_request(name, data)
+        with self._stream(request, timeout, metadata, None, ref) as stream:
             values = iter(stream)
             for value in values:
                 for _ in values:
-                    raise too_many_chunks(function)
+                    raise too_many_chunks(name)
                 return value
-        raise no_chunk(function)
+        raise no_chunk(name)
 
     def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """The functions the server offers, sorted by name."""
@@ -552,6 +704,7 @@ class AsyncClient(BaseClient):
             self._health = health_pb2_grpc.HealthStub(self._channels[0])  # see Client._open
         return self._next_channel()
 
+    @overload
     def invoke(
         self,
         function: str,
@@ -559,11 +712,56 @@ class AsyncClient(BaseClient):
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
-    ) -> AsyncChunkStream:
-        """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks. A
-        resumable function's stream resumes by itself when its connection drops."""
-        request = self._invoke_request(function, data)
-        return self._stream(request, timeout, metadata, None)
+    ) -> AsyncChunkStream[Any]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[None, C],
+        data: None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> AsyncChunkStream[C]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[I, C],
+        data: I,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> AsyncChunkStream[C]: ...
+
+    @overload
+    def invoke(
+        self,
+        function: ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[False],
+    ) -> AsyncChunkStream[Any]: ...
+
+    def invoke(
+        self,
+        function: str | ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: bool = True,
+    ) -> AsyncChunkStream[Any]:
+        """Call ``function`` with ``data`` (None: no input); ``async for`` its chunks. Takes a
+        name or a function by reference, as ``Client.invoke``. A resumable function's stream
+        resumes by itself when its connection drops."""
+        name, ref = _target(function, decode)
+        request = self._invoke_request(name, data)
+        return self._stream(request, timeout, metadata, None, ref)
 
     def resume(
         self,
@@ -584,11 +782,13 @@ class AsyncClient(BaseClient):
         timeout: float | None,
         metadata: MetadataLike | None,
         stream_id: str | None,
-    ) -> AsyncChunkStream:
+        ref: ServerFnRef[Any, Any] | None = None,
+    ) -> AsyncChunkStream[Any]:
         options = self._call_options(timeout, metadata)
         channel, stub = self._connect()
         invoke = stub.Invoke
-        return AsyncChunkStream(
+        kind = AsyncChunkStream if ref is None else _DecodedAsyncChunkStream
+        stream: AsyncChunkStream[Any] = kind(
             invoke(request, **options),
             self._error,
             self._resumer(request, timeout, stream_id),
@@ -598,6 +798,9 @@ class AsyncClient(BaseClient):
             self._retrier(request, timeout),
             self._method_of,
         )
+        if ref is not None:
+            stream._ref = ref  # type: ignore[attr-defined]  # set once, on the subclass
+        return stream
 
     async def _method_of(self, function: str, timeout: float | None) -> str | None:
         """As ``Client._method_of``."""
@@ -631,6 +834,7 @@ class AsyncClient(BaseClient):
             raise self._error(error) from None
         return bool(response.was_running)
 
+    @overload
     async def call(
         self,
         function: str,
@@ -638,15 +842,61 @@ class AsyncClient(BaseClient):
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
+    ) -> Any: ...
+
+    @overload
+    async def call(
+        self,
+        function: ServerFn[None, C],
+        data: None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> C: ...
+
+    @overload
+    async def call(
+        self,
+        function: ServerFn[I, C],
+        data: I,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[True] = True,
+    ) -> C: ...
+
+    @overload
+    async def call(
+        self,
+        function: ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: Literal[False],
+    ) -> Any: ...
+
+    async def call(
+        self,
+        function: str | ServerFn[Any, Any],
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        decode: bool = True,
     ) -> Any:
-        """Call a function that produces exactly one value and return it."""
-        async with self.invoke(function, data, timeout=timeout, metadata=metadata) as stream:
+        """Call a function that produces exactly one value and return it (a name, or a function
+        by reference, as ``invoke``)."""
+        name, ref = _target(function, decode)
+        request = self._invoke_request(name, data)
+        async with self._stream(request, timeout, metadata, None, ref) as stream:
             values = aiter(stream)
             async for value in values:
                 async for _ in values:
-                    raise too_many_chunks(function)
+                    raise too_many_chunks(name)
                 return value
-        raise no_chunk(function)
+        raise no_chunk(name)
 
     async def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """The functions the server offers, sorted by name."""

@@ -20,6 +20,12 @@ classes when a call ends with an error, so code on both sides reads alike::
     ├── DataLoss                  DATA_LOSS
     └── Unauthenticated           UNAUTHENTICATED
 
+A client also raises, for a chunk that is not what it expected (no status involved)::
+
+    ValueError
+    └── UnexpectedChunk           a chunk unlike the function's return annotation, when it is
+                                  called by reference (``client.invoke(stream_chat, ...)``)
+
 Details travel as ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer
 (grpcio-status), with the status message equal to the gRPC status message.
 """
@@ -53,6 +59,7 @@ __all__ = [
     "ResourceExhausted",
     "ServerFnError",
     "Unauthenticated",
+    "UnexpectedChunk",
     "Unavailable",
     "Unimplemented",
     "error_class_for",
@@ -327,3 +334,30 @@ def _unpack(packed: any_pb2.Any) -> Message | None:
         return packed  # unknown detail types stay packed; callers can Unpack them
     message = cls()
     return message if packed.Unpack(message) else None
+
+
+class UnexpectedChunk(ValueError):
+    """A chunk that does not match the return annotation of the function called by reference:
+    the server sent something else than its signature says (an older or newer server, or a
+    function that yields what it does not declare). A ``ValueError``, not a ``ServerFnError``:
+    the call itself did not fail, and the client cancels it when it raises this.
+
+    ``function`` names the function, ``expected`` the chunk type, ``chunk`` is the value as
+    received and ``field_violations`` the ``(field, description)`` pairs that differ.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        expected: str,
+        chunk: object,
+        field_violations: Sequence[FieldViolation],
+    ) -> None:
+        summary = "; ".join(
+            f"{field or '(chunk)'}: {description}" for field, description in field_violations
+        )
+        super().__init__(f"{function!r} sent a chunk that is not a {expected}: {summary}")
+        self.function = function
+        self.expected = expected
+        self.chunk = chunk
+        self.field_violations = list(field_violations)

@@ -7,6 +7,7 @@ call's ``Context``. Nothing about a function is inspected again per call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import inspect
@@ -14,12 +15,16 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar
 
-from ._validation import Validator, invalid_input, output_schema, validator_for
+import pydantic
+
+from ._validation import Validator, invalid_input, output_of, validator_for
 from .context import Context
+from .typed import ServerFnRef
 
 if typing.TYPE_CHECKING:
+    from ._shapes import Decorator
     from .middleware import Middleware
 
 __all__ = ["NO_INPUT", "Kind", "Registry", "ServerFunction"]
@@ -76,6 +81,9 @@ class ServerFunction:
     """The ``data`` parameter's default, or NO_INPUT when it has none (input is required)."""
     wants_context: bool
     output_schema: dict[str, Any] | None = field(default=None)
+    chunk_type: Any = field(default=Any)
+    """The type of each chunk, from the return annotation (``Any`` when it says nothing)."""
+    chunk_adapter: pydantic.TypeAdapter[Any] | None = field(default=None, repr=False)
     required_roles: frozenset[str] = field(default=frozenset())
     """Roles a caller must have; enforced by an auth middleware such as ``bearer_auth``."""
     resumable: bool = False
@@ -133,24 +141,24 @@ class Registry:
         self._middleware: list[Middleware] = list(middleware)
         self._frozen = False
 
-    @overload
-    def server_fn(self, fn: F, /) -> F: ...
+    @property
+    def server_fn(self) -> Decorator:
+        """Register a function; use bare (``@fns.server_fn``) or with options.
 
-    @overload
-    def server_fn(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        method: HTTPMethod = "GET",
-        description: str | None = None,
-        validator: Any = None,
-        require_roles: Iterable[str] = (),
-        resumable: bool = False,
-    ) -> Callable[[F], F]: ...
+        ``name`` defaults to the function's ``__name__``, ``description`` to its docstring;
+        ``validator`` overrides the ``data`` parameter's annotation; ``require_roles`` names
+        roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``); ``resumable``
+        makes every call a stream that outlives a dropped connection and can be resumed (see
+        ``grpc_serverfn._resumable``). The function itself is returned, so it stays callable
+        in tests; it is marked with its ``ServerFnRef``, so the clients can call it by
+        reference, typed (``client.invoke(stream_chat, ChatInput(...))``, see
+        ``grpc_serverfn.typed``).
+        """
+        # A property typed by a Protocol: its overloads (in _shapes) give the type checker each
+        # function's input and chunk types; the one implementation is below.
+        return typing.cast("Decorator", self._server_fn)
 
-    def server_fn(
+    def _server_fn(
         self,
         fn: Callable[..., Any] | None = None,
         /,
@@ -162,16 +170,6 @@ class Registry:
         require_roles: Iterable[str] = (),
         resumable: bool = False,
     ) -> Any:
-        """Register a function; use bare (``@fns.server_fn``) or with options.
-
-        ``name`` defaults to the function's ``__name__``, ``description`` to its docstring;
-        ``validator`` overrides the ``data`` parameter's annotation; ``require_roles`` names
-        roles a caller must have (checked by ``grpc_serverfn.auth.bearer_auth``); ``resumable``
-        makes every call a stream that outlives a dropped connection and can be resumed (see
-        ``grpc_serverfn._resumable``). The function is returned unchanged, so it stays callable
-        in tests.
-        """
-
         def register(fn: F) -> F:
             self.add(
                 fn,
@@ -205,6 +203,7 @@ class Registry:
         if record.name in self._functions:
             raise ValueError(f"a server function named {record.name!r} is already registered")
         self._functions[record.name] = record
+        _mark(fn, ServerFnRef(record.name, record.chunk_type, record.chunk_adapter))
         return record
 
     def middleware(self, middleware: M) -> M:
@@ -311,6 +310,7 @@ def _classify(
         )
 
     kind = _kind_of(fn)
+    output = output_of(hints.get("return"), streaming=kind.streaming)
     return ServerFunction(
         name=name,
         fn=fn,
@@ -320,9 +320,18 @@ def _classify(
         validator=validator,
         input_default=input_default,
         wants_context=wants_context,
-        output_schema=output_schema(hints.get("return"), streaming=kind.streaming),
+        output_schema=output.schema,
+        chunk_type=output.chunk_type,
+        chunk_adapter=output.adapter,
         required_roles=required_roles,
     )
+
+
+def _mark(fn: Callable[..., Any], ref: ServerFnRef[Any, Any]) -> None:
+    """Mark ``fn`` as what the clients call by reference (the last registration wins)."""
+    # A bound method or a builtin takes no attributes: it is called by name only.
+    with contextlib.suppress(AttributeError, TypeError):
+        fn.__serverfn__ = ref  # type: ignore[attr-defined]
 
 
 def _kind_of(fn: Callable[..., Any]) -> Kind:

@@ -114,3 +114,13 @@ def test_the_observer_example_sees_its_call() -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "[3, 2, 1]"
     assert lines[1].startswith("1 call(s) seen; slow: countdown OK call ")
+
+
+def test_the_typed_client_example_calls_by_reference_and_through_generated_code(
+    demo_server: RunningServer,
+) -> None:
+    lines = run_example("typed_client", demo_server.target)
+    assert lines[:4] == ["0", "33", "66", "100"]
+    assert lines[4].startswith('You said: "hi".')
+    assert lines[5] == lines[4]
+    assert lines[6:] == ["0 None", "33 None", "66 None", "100 True"]
