@@ -77,6 +77,21 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def run_node(
+    command: list[str], *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run the browser tests; when they hang, fail with what they printed so far."""
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+    except subprocess.TimeoutExpired as expired:
+        output = (
+            expired.stdout if isinstance(expired.stdout, str) else (expired.stdout or b"").decode()
+        )
+        pytest.fail(f"the browser tests did not finish in 240 s:\n{(output or '')[-8000:]}")
+
+
 def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
     message = " ".join(f"word{index}" for index in range(40))
     with (
@@ -96,7 +111,7 @@ def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
         assert match is not None
         if ARTIFACTS.exists():
             shutil.rmtree(ARTIFACTS)
-        result = subprocess.run(
+        result = run_node(
             ["node", "--test", "--test-reporter=spec", str(WEB / "tests" / "browser.test.mjs")],
             cwd=WEB,
             env={
@@ -109,10 +124,6 @@ def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
                 "ARTIFACTS": str(ARTIFACTS),
                 "CHROMIUM": CHROMIUM,
             },
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         # Leaving the CSV job (closing its panel over Connect, Cancel over gRPC-Web) closed the

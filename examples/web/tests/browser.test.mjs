@@ -95,13 +95,17 @@ async function tcpProxy(target) {
     client.pipe(upstream).pipe(client);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  server.unref(); // a failed test must not keep node running
   const url = new URL(target.href);
   url.port = String(server.address().port);
   return {
     url: url.href,
     connections: () => accepted,
     cut: () => sockets.forEach((socket) => socket.destroy()),
-    close: () => server.close(),
+    close: () => {
+      sockets.forEach((socket) => socket.destroy());
+      server.close();
+    },
   };
 }
 
@@ -198,10 +202,11 @@ describe("a resumable reply", () => {
     await context.close();
   });
 
-  test("goes on after the browser goes offline and back", async () => {
+  test("goes on after the browser goes offline and back", async (t) => {
     // The page reaches the server through a proxy whose connections the "network" cuts:
     // Chromium's offline mode alone fails new requests but leaves an open stream be.
     const proxy = await tcpProxy(new URL(APP_URL));
+    t.after(() => proxy.close());
     const { context, page } = await open(withProtocol(proxy.url, "connect-binary"));
     await sendChat(page, CHAT_MESSAGE);
     await waitForWords(page, 8);
@@ -215,7 +220,6 @@ describe("a resumable reply", () => {
     assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
     assert.ok(proxy.connections() > 1, "the page never reconnected");
     await context.close();
-    proxy.close();
   });
 });
 
