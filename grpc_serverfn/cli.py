@@ -365,8 +365,8 @@ def _parser() -> argparse.ArgumentParser:
     codegen = commands.add_parser(
         "codegen",
         help="write a typed module for calling a server's functions",
-        description="Write a module of typed callers (models and a class of methods) from the"
-        " JSON Schemas of a running server's functions (TARGET) or of a Registry (--app)."
+        description="Write a module of typed callers (types and a function per server function)"
+        " from the JSON Schemas of a running server's functions (TARGET) or of a Registry (--app)."
         " With --check, write nothing: exit 1 if OUTPUT differs from what would be written.",
     )
     codegen.add_argument("language", choices=sorted(EMITTERS), metavar="LANGUAGE")
@@ -791,6 +791,9 @@ def _codegen(args: argparse.Namespace) -> int:
             f"codegen {args.language} needs the codegen extra ({error.name} is missing):"
             " pip install 'grpc-serverfn[codegen]'"
         ) from None
+    except codegen.CodegenError as error:
+        print(f"grpc-serverfn: codegen {args.language}: {error}", file=sys.stderr)
+        return 1
     output: Path = args.output
     if not args.check:
         output.write_text(text)

@@ -25,7 +25,7 @@ import pytest
 
 from grpc_serverfn import Registry
 from grpc_serverfn.testing import RunningServer, run_in_thread
-from tests import app
+from tests import app, typed_app
 from tests.conftest import assert_same_files, imported_example, regenerate
 from tests.tcp_proxy import TcpProxy, proxy_to
 
@@ -91,6 +91,13 @@ def examples_servers() -> Iterator[tuple[RunningServer, RunningServer]]:
 
 
 @pytest.fixture(scope="module")
+def typed_server() -> Iterator[RunningServer]:
+    """tests/typed_app.py, for the module codegen wrote from it (test/codegen.test.ts)."""
+    with run_in_thread(typed_app.fns, web_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def proxy(web_server: RunningServer) -> Iterator[TcpProxy]:
     with proxy_to(web_server.web_url.removeprefix("http://")) as running:
         yield running
@@ -150,9 +157,11 @@ def test_node_tests_pass_over_every_protocol(
     proxy: TcpProxy,
     control: RunningServer,
     examples_servers: tuple[RunningServer, RunningServer],
+    typed_server: RunningServer,
 ) -> None:
     """clients/typescript/test/*.test.ts, compiled, in one `node --test` run (its files run in
-    parallel): the client over three protocols, the README's examples, the connect-node peer."""
+    parallel): the client over three protocols, the README's examples, the connect-node peer,
+    the module `codegen typescript` wrote for tests/typed_app.py."""
     demo, resumable = examples_servers
     result = _run(
         [node, "--test", "--test-reporter=tap", "build/test/"],
@@ -162,12 +171,13 @@ def test_node_tests_pass_over_every_protocol(
         SERVERFN_CONTROL_URL=control.web_url,
         SERVERFN_DEMO_URL=demo.web_url,
         SERVERFN_RESUMABLE_URL=resumable.web_url,
+        SERVERFN_TYPED_URL=typed_server.web_url,
     )
     summary = dict(re.findall(r"^# (pass|fail|cancelled|skipped|todo) (\d+)$", result.stdout, re.M))
     failed = f"node --test failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
     assert result.returncode == 0, failed
     assert summary.get("fail") == "0", failed
-    assert int(summary["pass"]) >= 56, summary  # every file ran, every protocol's tests too
+    assert int(summary["pass"]) >= 58, summary  # every file ran, every protocol's tests too
 
 
 def _buf_curl(protocol: str, url: str, data: dict[str, Any], method: str = INVOKE) -> list[Any]:

@@ -7,6 +7,8 @@ Two steps, so that each language is one emitter over the same input::
                    one namespace, with the type names every emitter uses
     python.py      emit: pydantic models (datamodel-code-generator) and typed classes over
                    Client and AsyncClient
+    typescript.py  emit: types (json-schema-to-typescript, run with Node) and typed functions
+                   over the TypeScript client
 
 An emitter takes the collected functions and returns the module's text; ``--check`` compares
 that text with the file written before.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from . import typescript
 from .functions import Function, from_registry, from_server
+from .typescript import CodegenError
 
-__all__ = ["EMITTERS", "Function", "from_registry", "from_server", "generate"]
+__all__ = ["EMITTERS", "CodegenError", "Function", "from_registry", "from_server", "generate"]
 
 
 def _python(functions: Sequence[Function]) -> str:
@@ -27,7 +31,10 @@ def _python(functions: Sequence[Function]) -> str:
     return python.emit(functions)
 
 
-EMITTERS: dict[str, Callable[[Sequence[Function]], str]] = {"python": _python}
+EMITTERS: dict[str, Callable[[Sequence[Function]], str]] = {
+    "python": _python,
+    "typescript": typescript.emit,
+}
 """Each language's emitter, by the name the command line takes."""
 
 

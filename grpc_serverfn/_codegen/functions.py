@@ -51,6 +51,8 @@ class Function:
     """Its input's JSON Schema; ``{}``: any JSON; None: it takes no input."""
     output_schema: dict[str, Any] | None
     """One chunk's JSON Schema; None: not declared (chunks are any JSON)."""
+    resumable: bool = False
+    """Calls are resumable streams (they can be picked up again by stream id)."""
 
     @property
     def input_type(self) -> str:
@@ -91,6 +93,7 @@ def from_infos(infos: Iterable[FunctionInfo]) -> list[Function]:
                 input_required=info.input_required,
                 input_schema=_sorted(info.input_schema) if info.takes_input else None,
                 output_schema=_sorted(info.output_schema),
+                resumable=info.resumable,
             )
         )
     return functions
