@@ -266,9 +266,9 @@ def test_calls_grpc_dropped_are_made_again_for_get_functions_only(kind: str) -> 
 def burst_while_the_loop_is_blocked(
     kind: str, target: str, function: str
 ) -> collections.Counter[str]:
-    """60 calls of ``function`` made while the server's event loop is blocked for 0.25 s; how
+    """60 calls of ``function`` made while the server's event loop is blocked for 1 s; how
     they ended (sync calls from 60 threads, async ones from one loop)."""
-    hog = wait(0.25)
+    hog = wait(1.0)  # long enough for 60 threads to start their calls on a busy machine
     data = {"probe": uuid.uuid4().hex, "seconds": 0, "chunks": 1}
     # More attempts than the default: with room for 5 waiting calls, most come back more
     # than once before the server has taken up the rest.
