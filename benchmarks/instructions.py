@@ -33,7 +33,7 @@ from typing import Any
 from .drivers import ServerfnAsyncDriver
 from .run import machine_info
 from .scenarios import SHORT_CALL_CHUNKS, progress
-from .serve import OBSERVERS_ENV
+from .serve import OBSERVERS_ENV, WEB_ENV
 from .servers import ROOT, ServerProcess
 from .workload import CHUNK_BYTES
 
@@ -70,7 +70,7 @@ async def _drive(address: str, workload: str, rounds: int) -> None:
 def count_instructions(observers: str | None, workload: str, rounds: int) -> int:
     """Instructions the server executed, start to exit, serving ``rounds`` of ``workload``;
     ``observers`` None is the plain server, else the observed one with those observers."""
-    env = dict(os.environ)
+    env = {**os.environ, WEB_ENV: "0"}
     kind = "serverfn"
     if observers is not None:
         kind, env[OBSERVERS_ENV] = "serverfn-observed", observers

@@ -29,6 +29,9 @@ READY_PREFIX = "PORT "
 WEB_PORT_PREFIX = "WEB_PORT "
 KINDS = ("baseline", "serverfn", "serverfn-observed", "grpclib")
 OBSERVERS_ENV = "SERVERFN_BENCH_OBSERVERS"
+WEB_ENV = "SERVERFN_BENCH_WEB"
+"""``0``: the ``serverfn`` server opens no web port (the instruction counts, under valgrind,
+need none, and importing and starting hypercorn there takes a minute)."""
 
 Stop = Callable[[], Awaitable[None]]
 
@@ -48,7 +51,7 @@ async def _start(kind: str, host: str, port: int) -> tuple[int, Stop]:
         observers = _observers(fns) if kind == "serverfn-observed" else ()
         # The web port beside the gRPC port, in the same process and event loop (its rows
         # compare the two); idle, it costs the gRPC rows nothing.
-        web_port = 0 if kind == "serverfn" else None
+        web_port = 0 if kind == "serverfn" and os.environ.get(WEB_ENV) != "0" else None
         serverfn_server = Server(
             fns, host=host, port=port, web_port=web_port, grace=0.0, observers=observers
         )
