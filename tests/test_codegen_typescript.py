@@ -105,11 +105,13 @@ def test_the_types_cover_each_schema_feature(generated: str) -> None:
     assert _declaration(generated, "AnythingChunk") == "export type AnythingChunk = unknown;"
     assert _declaration(generated, "LiarChunk") == "export type LiarChunk = unknown;"
     # The callers: camelCase, streams typed, a value for a unary function, input optional
-    # when the function's is.
+    # when the function's is; a required input that cannot look like { data } also as itself.
     for member in (
-        "getOrder: (input: { data: GetOrderInput }, options?: CallOptions)"
-        " => Promise<GetOrderChunk>;",
-        "greet: (input: { data: GreetInput }, options?: CallOptions) => Chunks<GreetChunk>;",
+        "getOrder: {\n    (data: GetOrderInput, options?: CallOptions): Promise<GetOrderChunk>;\n"
+        "    (input: { data: GetOrderInput }, options?: CallOptions): Promise<GetOrderChunk>;\n"
+        "  };",
+        "greet: {\n    (data: GreetInput, options?: CallOptions): Chunks<GreetChunk>;\n"
+        "    (input: { data: GreetInput }, options?: CallOptions): Chunks<GreetChunk>;\n  };",
         "maybeTotal: (input?: { data?: MaybeTotalInput }, options?: CallOptions)"
         " => Promise<MaybeTotalChunk>;",
         "progress: (options?: CallOptions) => Chunks<ProgressChunk>;",
@@ -147,7 +149,7 @@ def test_tsc_strict_passes_correct_calls_and_rejects_each_mistake(generated: str
         for number, line in enumerate((SNIPPETS / name).read_text().splitlines(), start=1)
         if "// error" in line and not line.lstrip().startswith("//")
     }
-    assert len(expected) == 13
+    assert len(expected) == 14
     assert errors == expected, result.stdout + result.stderr
 
 

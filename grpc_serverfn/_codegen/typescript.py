@@ -5,7 +5,9 @@ The module it writes holds, for a function ``stream_chat``: the types ``StreamCh
 ``ServerFns`` interface, and the same function at module level. ``createServerFns(client)``
 binds them to a client; the module-level functions call the client given to ``setClient``, so
 a page writes ``for await (const update of streamData()) ...`` as with its own wrappers. A
-function is called as TanStack Start's server functions are: ``streamChat({ data }, options)``.
+function is called as TanStack Start's server functions are, ``streamChat({ data }, options)``,
+or with its input itself, ``streamChat(data, options)``, where the input can never be mistaken
+for ``{ data }`` (a scalar, a list, a closed object without a ``data`` field).
 A resumable function also has ``resumeStreamChat(streamId, nextSeq, options)``.
 
 How it finds json-schema-to-typescript: the package directory named by
@@ -264,10 +266,33 @@ def _doc(function: Function, indent: str) -> list[str]:
     return [f"{indent}/**"] + [f"{indent} * {line}".rstrip() for line in lines] + [f"{indent} */"]
 
 
+_SCALAR_OR_LIST = {"string", "integer", "number", "boolean", "array"}
+
+
+def _takes_bare_data(function: Function) -> bool:
+    """Whether the function may also be called with its input itself (``streamChat(data)``),
+    besides ``streamChat({ data })``: when its input is required and can never look like
+    ``{ data }`` (a scalar, a list, or a closed object without a ``data`` field), so the call
+    can tell which of the two it was given."""
+    schema = function.input_schema
+    if schema is None or not function.input_required:
+        return False
+    kind = schema.get("type")
+    if kind in _SCALAR_OR_LIST:
+        return True
+    return (
+        kind == "object"
+        and "data" not in schema.get("properties", {})
+        and not schema.get("additionalProperties", False)
+    )
+
+
 def _input(function: Function) -> str:
     """The first parameter's declaration; empty when the function takes no input."""
     if function.input_schema is None:
         return ""
+    if _takes_bare_data(function):
+        return f"input: {function.input_type} | {{ data: {function.input_type} }}, "
     if function.input_required:
         return f"input: {{ data: {function.input_type} }}, "
     return f"input?: {{ data?: {function.input_type} }}, "
@@ -283,10 +308,20 @@ def _interface(functions: Sequence[Function], names: dict[str, str]) -> str:
     lines = ["/** The server's functions, typed. */", "export interface ServerFns {"]
     for function in functions:
         lines += _doc(function, "  ")
-        lines.append(
-            f"  {names[function.name]}: ({_input(function)}options?: CallOptions)"
-            f" => {_returns(function)};"
-        )
+        if _takes_bare_data(function):
+            # Either form, TanStack Start's `{ data }` or the input itself.
+            lines += [
+                f"  {names[function.name]}: {{",
+                f"    (data: {function.input_type}, options?: CallOptions): {_returns(function)};",
+                f"    (input: {{ data: {function.input_type} }}, options?: CallOptions):"
+                f" {_returns(function)};",
+                "  };",
+            ]
+        else:
+            lines.append(
+                f"  {names[function.name]}: ({_input(function)}options?: CallOptions)"
+                f" => {_returns(function)};"
+            )
         if function.resumable:
             lines.append(
                 f"  /** Picks a `{names[function.name]}` stream up again, from chunk `nextSeq`. */"
@@ -299,8 +334,23 @@ def _interface(functions: Sequence[Function], names: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+_DATA_OF = """\
+/** A call's input, given as TanStack Start's `{ data }` or as itself (never `{ data }`-shaped). */
+function dataOf<T>(input: T | { data: T }): T {
+  const wrapped =
+    typeof input === "object" &&
+    input !== null &&
+    !Array.isArray(input) &&
+    Object.keys(input).length === 1 &&
+    "data" in input;
+  return wrapped ? (input as { data: T }).data : (input as T);
+}
+"""
+
+
 def _factory(functions: Sequence[Function], names: dict[str, str]) -> str:
-    lines = [
+    lines = [_DATA_OF] if any(_takes_bare_data(function) for function in functions) else []
+    lines += [
         "/** The functions over `client` (or over the client it returns, at each call). */",
         "export function createServerFns(client: ServerFnClient | (() => ServerFnClient)):"
         " ServerFns {",
@@ -312,6 +362,9 @@ def _factory(functions: Sequence[Function], names: dict[str, str]) -> str:
         chunk = function.chunk_type
         if function.input_schema is None:
             parameters, data = "options", "undefined"
+        elif _takes_bare_data(function):
+            parameters = f"input: {_input(function)[len('input: ') : -2]}, options?: CallOptions"
+            data = "dataOf(input)"
         elif function.input_required:
             parameters, data = "input, options", "input.data"
         else:

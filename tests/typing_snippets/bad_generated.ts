@@ -13,6 +13,7 @@ export async function mistakes(): Promise<void> {
   greet({ data: { name: "Ada", home: { street: "1 rue" }, nickname: "A" } }); // error: no such field
   greet(); // error: no input
   countdown({ data: "3" }); // error: a number
+  countdown("3"); // error: a number, given as itself
   progress({ data: 1 }); // error: it takes none
   for await (const greeting of greet({ data: { name: "Ada", home: { street: "1 rue" } } })) {
     console.log(greeting.txt); // error: no such chunk field

@@ -35,6 +35,7 @@ export async function calls(): Promise<void> {
   }
   for await (const n of countdown({ data: 3 })) console.log(n.toFixed(0));
   const order = await getOrder({ data: "A1" });
+  const sameOrder: typeof order = await getOrder("A1"); // the input itself, not { data }
   console.log(order.id, order.total.toFixed(2), order.lines.join());
   const total: number | null = await maybeTotal();
   console.log(total, await maybeTotal({ data: [1, 2] }), await maybeTotal({ data: null }));

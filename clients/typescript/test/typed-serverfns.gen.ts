@@ -69,13 +69,25 @@ export interface ServerFns {
   /** Echo the input (unknown input and output). */
   anything: (input: { data: AnythingInput }, options?: CallOptions) => Promise<AnythingChunk>;
   /** The area of each shape (unions, a ctx parameter). */
-  areas: (input: { data: AreasInput }, options?: CallOptions) => Chunks<AreasChunk>;
+  areas: {
+    (data: AreasInput, options?: CallOptions): Chunks<AreasChunk>;
+    (input: { data: AreasInput }, options?: CallOptions): Chunks<AreasChunk>;
+  };
   /** data, data-1, ..., 0 from a sync generator (scalar input and chunk). */
-  countdown: (input: { data: CountdownInput }, options?: CallOptions) => Chunks<CountdownChunk>;
+  countdown: {
+    (data: CountdownInput, options?: CallOptions): Chunks<CountdownChunk>;
+    (input: { data: CountdownInput }, options?: CallOptions): Chunks<CountdownChunk>;
+  };
   /** An order by id (a scalar input, a dataclass value). */
-  getOrder: (input: { data: GetOrderInput }, options?: CallOptions) => Promise<GetOrderChunk>;
+  getOrder: {
+    (data: GetOrderInput, options?: CallOptions): Promise<GetOrderChunk>;
+    (input: { data: GetOrderInput }, options?: CallOptions): Promise<GetOrderChunk>;
+  };
   /** Greet a person once per tag (once when none). */
-  greet: (input: { data: GreetInput }, options?: CallOptions) => Chunks<GreetChunk>;
+  greet: {
+    (data: GreetInput, options?: CallOptions): Chunks<GreetChunk>;
+    (input: { data: GreetInput }, options?: CallOptions): Chunks<GreetChunk>;
+  };
   /** Declares nothing but sends chunks unlike greet's (for the decode error). */
   liar: (options?: CallOptions) => Chunks<LiarChunk>;
   /** The sum of the numbers, or None without input (an optional input with a default). */
@@ -84,20 +96,31 @@ export interface ServerFns {
   progress: (options?: CallOptions) => Chunks<ProgressChunk>;
 }
 
+/** A call's input, given as TanStack Start's `{ data }` or as itself (never `{ data }`-shaped). */
+function dataOf<T>(input: T | { data: T }): T {
+  const wrapped =
+    typeof input === "object" &&
+    input !== null &&
+    !Array.isArray(input) &&
+    Object.keys(input).length === 1 &&
+    "data" in input;
+  return wrapped ? (input as { data: T }).data : (input as T);
+}
+
 /** The functions over `client` (or over the client it returns, at each call). */
 export function createServerFns(client: ServerFnClient | (() => ServerFnClient)): ServerFns {
   const get = typeof client === "function" ? client : () => client;
   return {
     anything: async (input, options) =>
       (await get().call("anything", input.data, options)) as AnythingChunk,
-    areas: (input, options) =>
-      get().invoke("areas", input.data, options) as Chunks<AreasChunk>,
-    countdown: (input, options) =>
-      get().invoke("countdown", input.data, options) as Chunks<CountdownChunk>,
-    getOrder: async (input, options) =>
-      (await get().call("get_order", input.data, options)) as GetOrderChunk,
-    greet: (input, options) =>
-      get().invoke("greet", input.data, options) as Chunks<GreetChunk>,
+    areas: (input: AreasInput | { data: AreasInput }, options?: CallOptions) =>
+      get().invoke("areas", dataOf(input), options) as Chunks<AreasChunk>,
+    countdown: (input: CountdownInput | { data: CountdownInput }, options?: CallOptions) =>
+      get().invoke("countdown", dataOf(input), options) as Chunks<CountdownChunk>,
+    getOrder: async (input: GetOrderInput | { data: GetOrderInput }, options?: CallOptions) =>
+      (await get().call("get_order", dataOf(input), options)) as GetOrderChunk,
+    greet: (input: GreetInput | { data: GreetInput }, options?: CallOptions) =>
+      get().invoke("greet", dataOf(input), options) as Chunks<GreetChunk>,
     liar: (options) =>
       get().invoke("liar", undefined, options) as Chunks<LiarChunk>,
     maybeTotal: async (input, options) =>

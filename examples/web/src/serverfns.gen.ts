@@ -38,23 +38,40 @@ export type Chunks<T> = AsyncIterable<T> & Pick<ChunkStream, "streamId" | "nextS
 /** The server's functions, typed. */
 export interface ServerFns {
   /** Process every CSV record, reporting progress every 100 records and at the end. */
-  processLargeFile: (input: { data: ProcessLargeFileInput }, options?: CallOptions) => Chunks<ProcessLargeFileChunk>;
+  processLargeFile: {
+    (data: ProcessLargeFileInput, options?: CallOptions): Chunks<ProcessLargeFileChunk>;
+    (input: { data: ProcessLargeFileInput }, options?: CallOptions): Chunks<ProcessLargeFileChunk>;
+  };
   /** Stream a chat reply token by token (OpenAI when OPENAI_API_KEY is set, else local). */
-  streamChat: (input: { data: StreamChatInput }, options?: CallOptions) => Chunks<StreamChatChunk>;
+  streamChat: {
+    (data: StreamChatInput, options?: CallOptions): Chunks<StreamChatChunk>;
+    (input: { data: StreamChatInput }, options?: CallOptions): Chunks<StreamChatChunk>;
+  };
   /** Picks a `streamChat` stream up again, from chunk `nextSeq`. */
   resumeStreamChat: (streamId: string, nextSeq?: number, options?: CallOptions) => Chunks<StreamChatChunk>;
   /** Run a three-step job, reporting progress 0, 33, 66 and 100 (with done: true). */
   streamData: (options?: CallOptions) => Chunks<StreamDataChunk>;
 }
 
+/** A call's input, given as TanStack Start's `{ data }` or as itself (never `{ data }`-shaped). */
+function dataOf<T>(input: T | { data: T }): T {
+  const wrapped =
+    typeof input === "object" &&
+    input !== null &&
+    !Array.isArray(input) &&
+    Object.keys(input).length === 1 &&
+    "data" in input;
+  return wrapped ? (input as { data: T }).data : (input as T);
+}
+
 /** The functions over `client` (or over the client it returns, at each call). */
 export function createServerFns(client: ServerFnClient | (() => ServerFnClient)): ServerFns {
   const get = typeof client === "function" ? client : () => client;
   return {
-    processLargeFile: (input, options) =>
-      get().invoke("process_large_file", input.data, options) as Chunks<ProcessLargeFileChunk>,
-    streamChat: (input, options) =>
-      get().invoke("stream_chat", input.data, options) as Chunks<StreamChatChunk>,
+    processLargeFile: (input: ProcessLargeFileInput | { data: ProcessLargeFileInput }, options?: CallOptions) =>
+      get().invoke("process_large_file", dataOf(input), options) as Chunks<ProcessLargeFileChunk>,
+    streamChat: (input: StreamChatInput | { data: StreamChatInput }, options?: CallOptions) =>
+      get().invoke("stream_chat", dataOf(input), options) as Chunks<StreamChatChunk>,
     resumeStreamChat: (streamId, nextSeq = 0, options = {}) =>
       get().resume(streamId, nextSeq, { ...options, function: "stream_chat" }) as Chunks<StreamChatChunk>,
     streamData: (options) =>
