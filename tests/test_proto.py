@@ -214,3 +214,39 @@ def test_no_field_anywhere_is_bytes(proto_file: descriptor_pb2.FileDescriptorPro
     assert fields
     as_bytes = [name for name, field in fields if field.type == FieldType.TYPE_BYTES]
     assert not as_bytes, f"payloads are JSON, never bytes: {as_bytes}"
+
+
+BUF = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "buf"
+RELEASED = PROTO_ROOT / "serverfn-v1.released.binpb"
+
+
+def buf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    assert BUF.exists(), "run scripts/test: it installs buf with clients/typescript's packages"
+    return subprocess.run(
+        [str(BUF), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_buf_lint_passes_with_the_standard_rules() -> None:
+    """buf.yaml: STANDARD, with the two names the wire contract fixes as its only exceptions."""
+    result = buf("lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_finds_no_incompatible_change_since_the_release() -> None:
+    result = buf("breaking", "--against", str(RELEASED))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_fails_an_incompatible_change(tmp_path: Path) -> None:
+    """What the check above guards: a field renumbered in a copy of the proto fails it."""
+    (tmp_path / "protos").mkdir()
+    subprocess.run(["cp", "-r", str(PROTO_ROOT / "serverfn"), str(tmp_path / "protos")], check=True)
+    (tmp_path / "buf.yaml").write_text((ROOT / "buf.yaml").read_text())
+    proto = tmp_path / "protos" / PROTO_FILE
+    text = proto.read_text()
+    assert "string function = 1;" in text
+    proto.write_text(text.replace("string function = 1;", "string function = 99;"))
+    result = buf("breaking", "--against", str(RELEASED), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "InvokeRequest" in result.stdout, result.stdout
