@@ -1,5 +1,5 @@
-# Sourced by scripts/*: makes .venv (Python 3.11+) and installs what is missing into it.
-# An install runs again only when pyproject.toml changes (a stamp records its hash).
+# Sourced by scripts/*: makes .venv (Python 3.11+) and installs into it what uv.lock pins
+# (uv sync, quick when nothing changed), plus Node packages and system tools the tests need.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -16,22 +16,39 @@ find_python() {
   return 1
 }
 
-# ensure_venv EXTRAS: e.g. ensure_venv "" or ensure_venv "test,dev"
+UV_VERSION=0.13.9
+UV="$ROOT/.tools/uv/bin/uv"
+
+# ensure_uv: uv, the installer that reads uv.lock, in .tools/uv (from PyPI, pinned).
+ensure_uv() {
+  if [ ! -x "$UV" ] || [ "$("$UV" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+    echo "==> installing uv $UV_VERSION into .tools/uv" >&2
+    "$(find_python)" -m venv "$ROOT/.tools/uv"
+    "$ROOT/.tools/uv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  fi
+}
+
+# ensure_venv EXTRAS: .venv with the package (editable) and EXTRAS (e.g. "test,dev"), exactly
+# as uv.lock pins them; what other scripts installed stays (--inexact). A uv.lock that no
+# longer matches pyproject.toml is an error, not a silent re-resolve: run scripts/lock.
 ensure_venv() {
   local extras=$1
+  ensure_uv
   if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating $VENV" >&2
+    # With pip in it: tests/test_deploy.py installs the package as the Dockerfile does.
     "$(find_python)" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
   fi
-  local stamp="$VENV/.installed-${extras:-base}"
-  local want
-  want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "==> installing grpc-serverfn${extras:+ [$extras]} into .venv" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
-    "$VENV/bin/python" -c 'import grpc_serverfn' # fail here, not later, if the install did not work
-    echo "$want" > "$stamp"
+  local flags=() extra
+  IFS=',' read -ra wanted <<< "$extras"
+  for extra in "${wanted[@]}"; do
+    [ -n "$extra" ] && flags+=(--extra "$extra")
+  done
+  if ! (cd "$ROOT" && UV_PROJECT_ENVIRONMENT="$VENV" "$UV" sync --locked --inexact --quiet \
+      --python "$VENV/bin/python" "${flags[@]}"); then
+    echo "grpc-serverfn: installing from uv.lock failed; if uv said the lock needs updating," \
+      "pyproject.toml changed since uv.lock was made: run scripts/lock and commit uv.lock" >&2
+    return 1
   fi
 }
 
