@@ -351,7 +351,11 @@ export class ServerFnClient {
             for (let i = 0; i < values.length; i++) {
               // Aborted while the loop had a batch's value: the rest of the batch is not given.
               controller.signal.throwIfAborted();
-              stream.nextSeq = message.seq + i + 1;
+              const seq = message.seq + i;
+              if (seq < stream.nextSeq) {
+                continue; // given already, before a resume: the loop sees each chunk once
+              }
+              stream.nextSeq = seq + 1;
               yield values[i];
             }
           }
