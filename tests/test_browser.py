@@ -94,6 +94,8 @@ def run_node(
 
 def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
     message = " ".join(f"word{index}" for index in range(40))
+    # Long enough (about 9 s of tokens) that a reload or a cut surely lands in the middle.
+    long_message = " ".join(f"word{index}" for index in range(200))
     with (
         static_site(built_page) as allowed,
         static_site(built_page) as denied,
@@ -121,6 +123,8 @@ def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
                 "DENIED_URL": denied,
                 "CHAT_MESSAGE": message,
                 "EXPECTED_REPLY": demo.local_reply(message),
+                "LONG_MESSAGE": long_message,
+                "LONG_REPLY": demo.local_reply(long_message),
                 "ARTIFACTS": str(ARTIFACTS),
                 "CHROMIUM": CHROMIUM,
             },

@@ -5,6 +5,7 @@
 //   ALLOWED_URL       the same page on another origin that --cors-origin lets in
 //   DENIED_URL        the same page on an origin it does not
 //   CHAT_MESSAGE, EXPECTED_REPLY    a message, and the demo's whole reply to it
+//   LONG_MESSAGE, LONG_REPLY        one whose reply streams for several seconds
 //   ARTIFACTS         where screenshots go
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
@@ -15,6 +16,7 @@ import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 
 const { APP_URL, ALLOWED_URL, DENIED_URL, CHAT_MESSAGE, EXPECTED_REPLY, ARTIFACTS } = process.env;
+const { LONG_MESSAGE, LONG_REPLY } = process.env;
 const PROTOCOLS = ["connect", "connect-binary", "grpc-web"];
 const TIMEOUT = 20_000;
 const serverOrigin = new URL(APP_URL).origin;
@@ -59,6 +61,11 @@ function withProtocol(url, protocol, extra = {}) {
 }
 
 const reply = (page) => page.getByTestId("reply");
+
+/** The reply is still streaming: what the test does next happens in the middle of it. */
+async function streaming(page) {
+  assert.equal(await reply(page).getAttribute("data-status"), "streaming", "the reply ended too soon");
+}
 
 /** Waits for the chat reply to end, and says why when it ended otherwise than done. */
 async function replyEnded(page) {
@@ -190,13 +197,14 @@ describe("leaving a call", () => {
 describe("a resumable reply", () => {
   test("goes on from where it was after a page reload", async () => {
     const { context, page } = await open(withProtocol(APP_URL, "connect"));
-    await sendChat(page, CHAT_MESSAGE);
+    await sendChat(page, LONG_MESSAGE);
     await waitForWords(page, 8);
+    await streaming(page);
     await page.reload();
     const before = await reply(page).textContent();
-    assert.ok(EXPECTED_REPLY.startsWith(before), before); // the text so far, kept across the reload
+    assert.ok(LONG_REPLY.startsWith(before), before); // the text so far, kept across the reload
     await replyEnded(page);
-    assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
+    assert.equal(await reply(page).textContent(), LONG_REPLY);
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
     await page.screenshot({ path: join(ARTIFACTS, "chat-after-reload.png"), fullPage: true });
     await context.close();
@@ -208,8 +216,9 @@ describe("a resumable reply", () => {
     const proxy = await tcpProxy(new URL(APP_URL));
     t.after(() => proxy.close());
     const { context, page } = await open(withProtocol(proxy.url, "connect-binary"));
-    await sendChat(page, CHAT_MESSAGE);
+    await sendChat(page, LONG_MESSAGE);
     await waitForWords(page, 8);
+    await streaming(page);
     await context.setOffline(true);
     proxy.cut();
     const atCut = await reply(page).textContent();
@@ -217,7 +226,7 @@ describe("a resumable reply", () => {
     assert.equal(await reply(page).textContent(), atCut); // nothing arrives while offline
     await context.setOffline(false);
     await replyEnded(page);
-    assert.equal(await reply(page).textContent(), EXPECTED_REPLY);
+    assert.equal(await reply(page).textContent(), LONG_REPLY);
     assert.ok(proxy.connections() > 1, "the page never reconnected");
     await context.close();
   });
