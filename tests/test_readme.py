@@ -42,3 +42,16 @@ def test_the_readme_shows_the_two_setup_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "scripts/serve" in readme
     assert "scripts/test" in readme
+
+
+def test_the_readme_is_the_short_front_page() -> None:
+    """The manual lives in docs/ (the site); the README stays a front page (issue 16)."""
+    assert len((ROOT / "README.md").read_bytes()) < 12_000
+
+
+def test_the_readmes_links_name_files_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\((?!https?:|#)([^)#\s]+)", readme)
+    assert "docs/index.md" in targets
+    for target in targets:
+        assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
