@@ -160,7 +160,7 @@ def test_node_tests_pass_over_every_protocol(
     typed_server: RunningServer,
 ) -> None:
     """clients/typescript/test/*.test.ts, compiled, in one `node --test` run (its files run in
-    parallel): the client over three protocols, the README's examples, the connect-node peer,
+    parallel): the client over three protocols, the docs' examples, the connect-node peer,
     the module `codegen typescript` wrote for tests/typed_app.py."""
     demo, resumable = examples_servers
     result = _run(

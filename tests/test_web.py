@@ -59,7 +59,7 @@ def web_server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def demo_server(demo: ModuleType) -> Iterator[RunningServer]:
-    """examples/demo.py with a web port (the README's curl session calls it)."""
+    """examples/demo.py with a web port (docs/browsers.md's curl session calls it)."""
     with run_in_thread(demo.fns, web_port=0) as running:
         yield running
 
@@ -744,13 +744,13 @@ def test_serve_refuses_web_flags_it_cannot_honour(flags: list[str], complaint: s
     assert complaint in result.stderr
 
 
-def test_the_readmes_curl_commands_work(demo_server: RunningServer) -> None:
-    """README.md's curl session for the web port, run as written against the demo."""
+def test_the_docs_curl_commands_work(demo_server: RunningServer) -> None:
+    """docs/browsers.md's curl session for the web port, run as written against the demo."""
     for tool in ("curl", "xxd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Browsers: the web port", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "browsers.md").read_text()
+    section = page.split("## Browsers: the web port", 1)[1].split("\n## ", 1)[0]
     sessions = re.findall(r"```console\n(.*?)```", section, re.DOTALL)
     url = demo_server.web_url
     for session in sessions[1:]:  # the first installs and serves

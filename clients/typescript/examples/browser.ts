@@ -1,5 +1,5 @@
 // What a page does with @grpc-serverfn/client, against examples/demo.py and
-// examples/resumable.py served with --web-port (the README copies these lines;
+// examples/resumable.py served with --web-port (README.md and docs/browsers.md copy these lines;
 // test/examples.test.ts runs them).
 
 import { InvalidArgument, createClient, type ServerFnClient } from "@grpc-serverfn/client";

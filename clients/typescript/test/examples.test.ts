@@ -1,4 +1,4 @@
-// examples/browser.ts, as the README shows it, against examples/demo.py and
+// examples/browser.ts, as docs/browsers.md shows it, against examples/demo.py and
 // examples/resumable.py (tests/test_typescript_client.py serves them).
 
 import assert from "node:assert/strict";
@@ -6,7 +6,7 @@ import { test } from "node:test";
 
 import { connect, reply, tour } from "../examples/browser.js";
 
-test("the tour logs what the README says", async () => {
+test("the tour logs what the docs say", async () => {
   const lines: string[] = [];
   await tour(connect(process.env["SERVERFN_DEMO_URL"] ?? ""), (line) => lines.push(line));
   assert.deepEqual(lines.slice(0, 4), [
