@@ -30,7 +30,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if not repo_url:
             return match["text"]
         kind = "tree" if target.is_dir() else "blob"
-        return f"[{match['text']}]({repo_url}/{kind}/main/{path.rstrip('/')}{match['anchor'] or ''})"
+        address = f"{repo_url}/{kind}/main/{path.rstrip('/')}{match['anchor'] or ''}"
+        return f"[{match['text']}]({address})"
 
     parts: list[str] = []
     last = 0
