@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTLY = 30.0
 SERVING = re.compile(r"grpc-serverfn serving (\d+) function\(s\) on (127\.0\.0\.1:(\d+))")
+WEB_SERVING = re.compile(r"serving them to browsers on (https?://127\.0\.0\.1:\d+)")
 
 
 def _script() -> str:
@@ -126,6 +127,12 @@ class ServerProcess:
         assert match is not None
         self.address = match.group(2)
         return self.address
+
+    def wait_web_serving(self) -> str:
+        """Wait for the web port's log line; the URL it names (``--web-port 0`` resolved)."""
+        match = WEB_SERVING.search(self.wait_for_line(WEB_SERVING))
+        assert match is not None
+        return match.group(1)
 
     @property
     def pid(self) -> int:

@@ -27,7 +27,6 @@ from tests.processes import ROOT, server_env, serving
 
 WEB = ROOT / "examples" / "web"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
-WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
@@ -109,8 +108,7 @@ def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
             env=server_env(DEMO_TOKEN_SECONDS="0.04", DEMO_RECORD_SECONDS="0.01"),
         ) as server,
     ):  # fmt: skip
-        match = WEB_SERVING.search(server.wait_for_line(WEB_SERVING))
-        assert match is not None
+        web_url = server.wait_web_serving()
         if ARTIFACTS.exists():
             shutil.rmtree(ARTIFACTS)
         result = run_node(
@@ -118,7 +116,7 @@ def test_the_demo_page_in_chromium(built_page: Path, demo: ModuleType) -> None:
             cwd=WEB,
             env={
                 **os.environ,
-                "APP_URL": match.group(1) + "/",
+                "APP_URL": web_url + "/",
                 "ALLOWED_URL": allowed,
                 "DENIED_URL": denied,
                 "CHAT_MESSAGE": message,

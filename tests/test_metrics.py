@@ -383,8 +383,6 @@ def test_a_metrics_port_in_use_fails_to_start_with_a_clear_error() -> None:
 
 # --- the web port: metrics labelled by protocol ----------------------------------------------
 
-WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
-
 
 async def test_calls_on_both_ports_are_counted_by_their_protocol() -> None:
     """``serve --web-port --metrics-port``: every protocol's series at 0 before any call, then
@@ -392,9 +390,8 @@ async def test_calls_on_both_ports_are_counted_by_their_protocol() -> None:
     args = ("--port", "0", "--web-port", "0", "--metrics-port", "0")
     with serving("tests.app:fns", *args) as server:
         address = await asyncio.to_thread(server.wait_serving)
-        web = WEB_SERVING.search(await asyncio.to_thread(server.wait_for_line, WEB_SERVING))
+        web_url = await asyncio.to_thread(server.wait_web_serving)
         endpoint = ENDPOINT.search(await asyncio.to_thread(server.wait_for_line, ENDPOINT))
-        assert web is not None
         assert endpoint is not None
         url = endpoint.group(1)
 
@@ -409,7 +406,7 @@ async def test_calls_on_both_ports_are_counted_by_their_protocol() -> None:
         async with AsyncClient(address, coalesce=False) as grpc_client:
             assert [c async for c in grpc_client.invoke("count_async", {"n": 3})] == [0, 1, 2]
         for wire, n in (("connect-json", 2), ("grpc-web-proto", 4)):
-            async with client_for(web.group(1), wire) as client:
+            async with client_for(web_url, wire) as client:
                 chunks, error = await collect(client, request("count_async", {"n": n}))
                 assert (len(chunks), error) == (n, None)
                 _, error = await collect(client, request("no_such_function"))

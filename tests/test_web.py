@@ -37,7 +37,7 @@ from grpc_serverfn._proto.serverfn.v1.serverfn_connect import ServerFunctionsCli
 from grpc_serverfn.observe import UNKNOWN_FUNCTION, CallRecord
 from grpc_serverfn.testing import RunningServer, run_in_loop, run_in_thread
 from tests import app
-from tests.processes import PROMPTLY, ROOT, run_cli, serving
+from tests.processes import PROMPTLY, ROOT, WEB_SERVING, run_cli, serving
 
 INVOKE = "/serverfn.v1.ServerFunctions/Invoke"
 
@@ -687,15 +687,12 @@ def test_web_root_must_be_a_directory_for_a_web_port(tmp_path: Path) -> None:
 
 # --- the command line ------------------------------------------------------------------------
 
-WEB_SERVING = re.compile(r"serving them to browsers on (http://127\.0\.0\.1:\d+)")
-
 
 async def test_serve_web_port_serves_browsers_and_stops_on_sigterm() -> None:
     spec = "tests.app:fns"
     with serving(spec, "--port", "0", "--web-port", "0", "--cors-origin", "https://a.example") as s:
-        match = WEB_SERVING.search(await asyncio.to_thread(s.wait_for_line, WEB_SERVING))
-        assert match is not None
-        async with client_for(match.group(1)) as client:
+        web_url = await asyncio.to_thread(s.wait_web_serving)
+        async with client_for(web_url) as client:
             chunks, error = await collect(client, request("count_async", {"n": 3}))
         assert error is None
         assert values(chunks) == [0, 1, 2]

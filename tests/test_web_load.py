@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import re
 import signal
 import tempfile
 import time
@@ -40,7 +39,6 @@ STREAMS = 1_000
 CHUNKS = 200
 ROUNDS = 2
 MAX_BATCH = 64
-WEB_SERVING = re.compile(r"serving them to browsers on (https?://127\.0\.0\.1:\d+)")
 
 pytestmark = pytest.mark.load
 
@@ -70,9 +68,7 @@ def web_server_process(transport: str, directory: Path) -> Iterator[WebServerPro
         flags = ["--tls-cert", str(chain), "--tls-key", str(key)]
         ca_pem = ca.cert_pem.bytes()
     with serving("tests.app:fns", "--port", "0", "--web-port", "0", "--no-call-log", *flags) as s:
-        match = WEB_SERVING.search(s.wait_for_line(WEB_SERVING))
-        assert match is not None
-        yield WebServerProcess(s, match.group(1), ca_pem)
+        yield WebServerProcess(s, s.wait_web_serving(), ca_pem)
         s.signal(signal.SIGTERM)
         assert s.wait(30) == 0, s.log
 
