@@ -441,6 +441,10 @@ class _RefusalLog:
             self._unlogged = 0
 
 
+DEADLINE_SLACK = 0.001
+"""Seconds: how close to its deadline a cancelled call counts as one that ran out of time."""
+
+
 def outcome(
     raised: BaseException | None, ctx: Context | None, record: CallRecord
 ) -> tuple[grpc.StatusCode, ServerFnError | None]:
@@ -453,7 +457,10 @@ def outcome(
         if ctx is None:
             return grpc.StatusCode.CANCELLED, None
         ctx._mark_cancelled()
-        if ctx.time_remaining() == 0:
+        remaining = ctx.time_remaining()
+        # The deadline was taken as the handler started, a little after the transport's own
+        # clock started: a cancel within DEADLINE_SLACK of it is that deadline.
+        if remaining is not None and remaining <= DEADLINE_SLACK:
             return grpc.StatusCode.DEADLINE_EXCEEDED, None
         return grpc.StatusCode.CANCELLED, None
     if isinstance(raised, ServerFnError):

@@ -118,15 +118,24 @@ def start(
     if data is not None:
         invocation.input, invocation.input_kind = codec.encode_json(data), "json"
     transport = MemoryTransport()
-    task = asyncio.create_task(core.invoke(invocation, transport))
-    if timeout is not None:
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
+    expires_at = None if timeout is None else loop.time() + timeout
+
+    async def run() -> None:
+        # As grpc does, the time left is read when the handler starts, not when the call was
+        # made: a loaded loop may start the task late.
+        if expires_at is not None:
+            invocation.time_remaining = max(0.0, expires_at - loop.time())
+        await core.invoke(invocation, transport)
+
+    task = asyncio.create_task(run())
+    if expires_at is not None:
 
         def expire() -> None:
             transport.gone = True
             task.cancel()
 
-        handle = loop.call_later(timeout, expire)
+        handle = loop.call_at(expires_at, expire)
         task.add_done_callback(lambda _: handle.cancel())
     return MemoryCall(task, transport)
 
