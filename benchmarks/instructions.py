@@ -1,9 +1,10 @@
-"""``scripts/bench-instructions``: what observability costs the server, in instructions.
+"""``scripts/bench-instructions``: what a call and observability cost the server, in instructions.
 
 Wall-clock rates on a shared machine move by 15-30% from one run to the next, far more than
 the few percent that metrics, traces and call logs cost; an instruction count does not. This
-runs the benchmark server under valgrind's callgrind, once plain and once per set of
-observers, drives a fixed workload against it, and counts the instructions the server process
+runs each server under valgrind's callgrind: the hand-written grpc.aio servicer (the row the
+ratios are taken against), grpc-serverfn's plain, and grpc-serverfn's with each set of
+observers; it drives a fixed workload against it, and counts the instructions the server process
 executed (all its threads). Each count is taken twice, with ``--rounds LOW,HIGH`` rounds of the
 workload, and the difference divided by ``HIGH - LOW``, so starting and stopping the server
 (imports, grpc's start-up) cancel out.
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .drivers import ServerfnAsyncDriver
+from .drivers import AsyncDriver, GrpcAioDriver, ServerfnAsyncDriver
 from .run import machine_info
 from .scenarios import SHORT_CALL_CHUNKS, progress
 from .serve import OBSERVERS_ENV, WEB_ENV
@@ -51,8 +52,12 @@ WORKLOADS = {
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
-async def _drive(address: str, workload: str, rounds: int) -> None:
-    driver = ServerfnAsyncDriver(address, "stream", coalesce=True)
+async def _drive(address: str, workload: str, rounds: int, *, servicer: bool = False) -> None:
+    driver: AsyncDriver
+    if servicer:
+        driver = GrpcAioDriver(address)
+    else:
+        driver = ServerfnAsyncDriver(address, "stream", coalesce=True)
     try:
         for _ in range(rounds):
             if workload == "streams":
@@ -67,20 +72,26 @@ async def _drive(address: str, workload: str, rounds: int) -> None:
         await driver.aclose()
 
 
-def count_instructions(observers: str | None, workload: str, rounds: int) -> int:
+SERVICER = "servicer"
+"""The row of the hand-written grpc.aio servicer (benchmarks.baseline), driven by its stub."""
+PLAIN = "plain"
+"""The row of grpc-serverfn's server without observers."""
+
+
+def count_instructions(server: str, workload: str, rounds: int) -> int:
     """Instructions the server executed, start to exit, serving ``rounds`` of ``workload``;
-    ``observers`` None is the plain server, else the observed one with those observers."""
+    ``server`` is SERVICER, PLAIN or a set of observers (``metrics,traces``) to serve with."""
     env = {**os.environ, WEB_ENV: "0"}
-    kind = "serverfn"
-    if observers is not None:
-        kind, env[OBSERVERS_ENV] = "serverfn-observed", observers
+    kind = {SERVICER: "baseline", PLAIN: "serverfn"}.get(server, "serverfn-observed")
+    if kind == "serverfn-observed":
+        env[OBSERVERS_ENV] = server
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
         out = Path(folder) / "callgrind.out"
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         with ServerProcess(
             kind, wrapper=wrapper, env=env, start_seconds=300, stop_seconds=300
-        ) as server:
-            asyncio.run(_drive(server.address, workload, rounds))
+        ) as process:
+            asyncio.run(_drive(process.address, workload, rounds, servicer=server == SERVICER))
         found = _TOTAL.search(out.read_bytes()) if out.exists() else None
         if found is None:
             raise RuntimeError(f"callgrind wrote no total for the {kind} server")
@@ -113,7 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="SET",
         help="an observer set to measure, e.g. metrics,traces,logs or traces; repeatable"
-        " (default: metrics,traces,logs, then each alone)",
+        " (default: metrics,traces,logs, then each alone; --observers '' for none)",
+    )
+    parser.add_argument(
+        "--no-servicer",
+        dest="servicer",
+        action="store_false",
+        help="leave out the hand-written grpc.aio servicer (the row the ratios are taken against)",
     )
     parser.add_argument(
         "--rounds",
@@ -132,20 +149,21 @@ def _table(results: list[dict[str, Any]]) -> str:
         calls, description = WORKLOADS[workload]
         lines.append(f"{workload}: {description} per round (coalescing on)")
         rows = [r for r in results if r["workload"] == workload]
-        plain = next(r for r in rows if r["observers"] is None)["per_round"]
+        plain = next(r for r in rows if r["server"] == PLAIN)["per_round"]
+        servicer = next((r["per_round"] for r in rows if r["server"] == SERVICER), None)
         header = ("server", "M instr/round", "k instr/call", "+k instr/call", "/ plain")
+        header += ("/ servicer",) if servicer else ()
         cells = [header]
         for row in rows:
             per_round = row["per_round"]
-            cells.append(
-                (
-                    row["observers"] or "plain",
-                    f"{per_round / 1e6:,.1f}",
-                    f"{per_round / calls / 1e3:,.0f}",
-                    f"{(per_round - plain) / calls / 1e3:+,.0f}",
-                    f"{per_round / plain:.3f}x",
-                )
+            line = (
+                row["server"],
+                f"{per_round / 1e6:,.1f}",
+                f"{per_round / calls / 1e3:,.0f}",
+                f"{(per_round - plain) / calls / 1e3:+,.0f}",
+                f"{per_round / plain:.3f}x",
             )
+            cells.append(line + ((f"{per_round / servicer:.3f}x",) if servicer else ()))
         widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
         for line in cells:
             text = [line[0].ljust(widths[0])]
@@ -163,18 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         _parser().error(f"unknown workload {', '.join(unknown)}")
     low, high = args.rounds
-    sets = args.observers or ["metrics,traces,logs", "metrics", "traces", "logs"]
+    sets = ["metrics,traces,logs", "metrics", "traces", "logs"]
+    if args.observers is not None:
+        sets = [observers for observers in args.observers if observers]
     started = time.monotonic()
     results = []
     for workload in workloads:
-        for observers in [None, *sets]:
-            progress(f"{workload}: {observers or 'plain'} server, {low} and {high} rounds")
-            counts = [count_instructions(observers, workload, rounds) for rounds in (low, high)]
+        servers = [SERVICER] if args.servicer else []
+        for server in [*servers, PLAIN, *sets]:
+            progress(f"{workload}: {server} server, {low} and {high} rounds")
+            counts = [count_instructions(server, workload, rounds) for rounds in (low, high)]
             per_round = (counts[1] - counts[0]) / (high - low)
             results.append(
                 {
                     "workload": workload,
-                    "observers": observers,
+                    "server": server,
                     "counts": counts,
                     "per_round": per_round,
                 }

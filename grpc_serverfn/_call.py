@@ -286,18 +286,23 @@ class CallCore:
         kind = invocation.input_kind
         if kind == "none":
             return NO_INPUT
+        limit = self._max_input_depth
         if kind == "json":
+            text = invocation.input
             try:
-                data = codec.decode_json(invocation.input)
+                data = codec.decode_json(text)
             except codec.JSONDecodeError as error:
                 where = f"line {error.lineno} column {error.colno} (char {error.pos})"
                 raise InvalidArgument(
                     f"malformed JSON input: {error.msg} at {where}",
                     field_violations=[("json", f"{error.msg} at {where}")],
                 ) from None
+            # JSON nests no deeper than it has opening brackets: most inputs need no walk.
+            deep = text.count("{") + text.count("[") > limit and codec.deeper_than(data, limit)
         else:
             data = invocation.input
-        if codec.deeper_than(data, self._max_input_depth):
+            deep = codec.deeper_than(data, limit)
+        if deep:
             raise InvalidArgument(
                 f"the input nests deeper than the server's limit of {self._max_input_depth} levels",
                 field_violations=[(kind, f"nested deeper than {self._max_input_depth} levels")],

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._call import CallCore
-from ._grpc import rpc_handlers
+from ._grpc import add_to_server
 from ._wire import SERVICE_NAME
 from .config import Limits, ServerOptions, StreamOptions
 from .observe import Observer
@@ -200,9 +200,7 @@ class Server:
             ],
         )
         verified = self._tls is not None and self._tls.client_ca is not None
-        server.add_generic_rpc_handlers(
-            (rpc_handlers(core, verified_client_certificates=verified),)
-        )
+        add_to_server(server, core, verified_client_certificates=verified)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._reflection:

@@ -1,5 +1,5 @@
-"""scripts/bench-instructions: a smallest run counts, under valgrind, the instructions of a
-plain and an observed server for one workload, and reports them as a table and JSON (no
+"""scripts/bench-instructions: a smallest run counts, under valgrind, the instructions of the
+hand-written servicer and of grpc-serverfn's server for one workload, and reports them as a table and JSON (no
 thresholds: what it measures is a benchmark's, not a test's; this keeps it from rotting)."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ def test_a_smallest_run_counts_both_servers_and_reports_them(tmp_path: Path) -> 
     out = tmp_path / "instructions.json"
     result = run_script(
         "bench-instructions",
-        *("--workloads", "short", "--observers", "logs", "--rounds", "0,1", "--json", str(out)),
+        *("--workloads", "short", "--observers", "", "--rounds", "0,1", "--json", str(out)),
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())["results"]
-    assert [(r["workload"], r["observers"]) for r in results] == [
-        ("short", None),
-        ("short", "logs"),
+    assert [(r["workload"], r["server"]) for r in results] == [
+        ("short", "servicer"),
+        ("short", "plain"),
     ]
     for row in results:
         idle, one_round = row["counts"]
@@ -30,8 +30,9 @@ def test_a_smallest_run_counts_both_servers_and_reports_them(tmp_path: Path) -> 
         assert row["per_round"] == one_round - idle
     lines = result.stdout.splitlines()
     assert lines[0].startswith("grpc-serverfn server instructions (valgrind callgrind)")
-    assert any(line.split()[:1] == ["plain"] and line.endswith("1.000x") for line in lines)
-    assert any(line.split()[:1] == ["logs"] and line.endswith("x") for line in lines)
+    # Each row against grpc-serverfn's plain server, then against the servicer.
+    assert any(line.split()[:1] == ["servicer"] and line.endswith("x  1.000x") for line in lines)
+    assert any(line.split()[:1] == ["plain"] and " 1.000x " in line for line in lines)
 
 
 def test_unknown_workloads_and_bad_rounds_are_refused() -> None:
