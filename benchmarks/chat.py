@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from . import chat_clients
@@ -523,9 +524,18 @@ def _more_clients_row(more: ProbeResult) -> RowResult:
     return row
 
 
+def _load_average() -> str:
+    """The machine's 1-minute load average (runnable processes), or '?'."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def chat(specs: Sequence[RowSpec], plan: ChatPlan, cores: int) -> tuple[Section, str]:
     """(f) every row's capacity in chat streams, its p99 and CPU per token at the fixed N;
     and where the servers' CPU time was read from."""
+    load_before = _load_average()
     pool, servers = ClientPool(), _Servers()
     rows: list[RowResult] = []
     notes: list[str] = []
@@ -578,6 +588,8 @@ def chat(specs: Sequence[RowSpec], plan: ChatPlan, cores: int) -> tuple[Section,
         f" (an asyncio loop each, at most {STREAMS_PER_CHANNEL} streams per connection);",
         "it passes when every stream gets all its tokens, in order, and the p99 of arrival - due"
         f" is under {LATE_MS:g} ms. Each row: a probe at N={plan.fixed}, {search_text}.",
+        f"Server and clients share the machine's {cores} cores; its load average (1 min) was"
+        f" {load_before} before and {_load_average()} after (another job lowers every N).",
         "Probes, in order (N, ok/FAIL, p99 of the delay):",
     ]
     section = Section(
