@@ -14,9 +14,10 @@ more than 1% of all its tokens were ``LATE_MS`` or more late), and a stream not 
 
 Every row first runs a probe at the common ``ChatPlan.fixed`` N (the row's p99 and server CPU
 per token there), then searches for its largest N: it predicts it from the CPU the server and
-the clients used at the fixed N, then bisects (geometrically) between the largest N that passed
-and the smallest that failed, until they are within ``ChatPlan.resolution`` of each other or
-``ChatPlan.probes`` probes were run. The baseline's fixed-N probe is repeated with twice the
+the clients used at the fixed N, probes that, then one step of ``ChatPlan.resolution`` above or
+below it, and bisects (geometrically) between the largest N that passed and the smallest that
+failed, until they are within ``ChatPlan.resolution`` of each other or ``ChatPlan.probes``
+probes were run (see ``_Search.next``). The baseline's fixed-N probe is repeated with twice the
 client processes: if the clients held it back, that p99 would be lower.
 """
 
@@ -132,9 +133,9 @@ class ProbeResult:
         return 1e6 * self.client_cpu / max(1, self.tokens)
 
     def summary(self) -> str:
-        """``N=200 ok p99 3.1 ms`` / ``N=400 FAIL p99 80 ms, 3 lost (why)``."""
+        """``200 ok p99 3.1 ms`` / ``400 FAIL p99 80 ms, 3 tokens lost`` / ``... (why it stopped)``."""
         text = f"{self.streams} {'ok' if self.passed else 'FAIL'} p99 {self.p99_ms:,.1f} ms"
-        if self.lost:
+        if self.lost and not self.stopped:  # a probe stopped early leaves tokens unsent
             text += f", {self.lost:,} tokens lost"
         why = self.stopped or (self.errors[0] if self.errors else None)
         return f"{text} ({why})" if why else text
@@ -368,14 +369,21 @@ class _Search:
             self.failed = result.streams
 
     def next(self, plan: ChatPlan, predicted: float, step: int) -> int | None:
-        """The next N to probe, or None when the bracket is narrow enough."""
+        """The next N to probe, or None when the bracket is narrow enough.
+
+        With a good prediction two probes bracket N within ``plan.resolution``: the predicted
+        N, then one step of ``resolution`` above it (if it passed) or below (if it failed);
+        further steps grow while they go the same way, and once an N passed and a larger one
+        failed the search bisects between them (geometrically)."""
         low, high = self.passed, self.failed
-        if high is None:
-            wanted = predicted if len(self.probes) == 1 else 1.3 * low
-            wanted = min(max(wanted, low * (1 + plan.resolution)), 4 * low)
-        elif not low:
-            wanted = high / 2
-        elif high <= low * (1 + plan.resolution):
+        step_up = 1 + plan.resolution
+        searched = self.probes[1:]
+        if high is None:  # nothing failed yet: go up
+            wanted = predicted if not searched else low * step_up ** len(searched)
+            wanted = min(max(wanted, low * step_up), 4 * low)
+        elif not low:  # nothing passed yet: go down
+            wanted = min(predicted, high / step_up) if not searched else high / 2
+        elif high <= low * step_up:
             return None
         else:
             wanted = math.sqrt(low * high)
@@ -576,9 +584,10 @@ def chat(specs: Sequence[RowSpec], plan: ChatPlan, cores: int) -> tuple[Section,
         servers.close()
         pool.close()
     search_text = (
-        f"then a search (predicted from the CPU used at N={plan.fixed}, then bisected) until the"
-        f" smallest failing N is within {plan.resolution:.0%} of the largest passing one, at"
-        f" most {plan.probes} probes"
+        f"then a search (the N predicted from the CPU used at N={plan.fixed}, a step of"
+        f" {plan.resolution:.0%} up or down from it, then bisection) until the smallest failing"
+        f" N is within {plan.resolution:.0%} of the largest passing one, at most {plan.probes}"
+        " probes"
         if plan.probes
         else "no search (N sustained: the fixed N, if it passed)"
     )

@@ -78,10 +78,10 @@ PRESETS: dict[str, Sizes] = {
 
 CHAT_PRESETS: dict[str, ChatPlan] = {
     "full": ChatPlan(
-        seconds=20.0, ramp=2.0, fixed=150, probes=3, resolution=0.12, clients=4, slack=10.0
+        seconds=20.0, ramp=2.0, fixed=150, probes=2, resolution=0.12, clients=4, slack=10.0
     ),
     "quick": ChatPlan(
-        seconds=5.0, ramp=1.0, fixed=150, probes=3, resolution=0.25, clients=4, slack=5.0
+        seconds=5.0, ramp=1.0, fixed=150, probes=2, resolution=0.25, clients=4, slack=5.0
     ),
     "smoke": ChatPlan(
         seconds=2.0, ramp=0.2, fixed=10, probes=0, resolution=0.25, clients=2, slack=5.0
