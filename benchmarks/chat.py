@@ -133,7 +133,7 @@ class ProbeResult:
         return 1e6 * self.client_cpu / max(1, self.tokens)
 
     def summary(self) -> str:
-        """``200 ok p99 3.1 ms`` / ``400 FAIL p99 80 ms, 3 tokens lost`` / ``... (why it stopped)``."""
+        """``200 ok p99 3.1 ms``, ``400 FAIL p99 80 ms, 3 tokens lost``, ``... (why stopped)``."""
         text = f"{self.streams} {'ok' if self.passed else 'FAIL'} p99 {self.p99_ms:,.1f} ms"
         if self.lost and not self.stopped:  # a probe stopped early leaves tokens unsent
             text += f", {self.lost:,} tokens lost"
