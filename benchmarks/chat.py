@@ -385,6 +385,8 @@ class _Search:
             wanted = min(predicted, high / step_up) if not searched else high / 2
         elif high <= low * step_up:
             return None
+        elif len(searched) == 1 and not searched[0].passed:  # the prediction failed
+            wanted = max(high / step_up, math.sqrt(low * high))
         else:
             wanted = math.sqrt(low * high)
         streams = _round(wanted, step)
