@@ -13,13 +13,14 @@ from typing import Any
 import grpc.aio
 
 from ._proto.bench.v1 import bench_pb2, bench_pb2_grpc
-from .workload import IDLE_SECONDS, payload
+from .workload import IDLE_SECONDS, TOKEN_TEXT, payload, wall_us
 
 __all__ = ["BenchServicer", "start"]
 
 
 class BenchServicer(bench_pb2_grpc.BenchServicer):
-    """Streams ``count`` messages of pre-encoded JSON; ``Idle`` sends one and waits."""
+    """Streams ``count`` messages of pre-encoded JSON; ``Idle`` sends one and waits; ``Chat``
+    paces its tokens (see ``workload``)."""
 
     async def Stream(  # noqa: N802 - the RPC's name
         self, request: bench_pb2.Req, context: grpc.aio.ServicerContext[Any, Any]
@@ -33,6 +34,17 @@ class BenchServicer(bench_pb2_grpc.BenchServicer):
     ) -> AsyncIterator[bench_pb2.Msg]:
         yield bench_pb2.Msg(seq=0, json=payload(request.size))
         await asyncio.sleep(IDLE_SECONDS)
+
+    async def Chat(  # noqa: N802 - the RPC's name
+        self, request: bench_pb2.ChatReq, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bench_pb2.Token]:
+        loop = asyncio.get_running_loop()
+        start, wall, interval = loop.time(), wall_us(), request.interval_us
+        for seq in range(request.tokens):
+            wait = start + seq * interval / 1e6 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield bench_pb2.Token(seq=seq, due_us=wall + seq * interval, text=TOKEN_TEXT)
 
 
 async def start(host: str, port: int) -> tuple[grpc.aio.Server, int]:

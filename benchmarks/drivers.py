@@ -5,6 +5,9 @@ a Python value (the grpc-serverfn clients do that themselves; the others call ``
 on the ``json`` field) and count it. Each driver owns its own channel and TCP connection
 (grpcio's global subchannel pool is turned off), made when the driver is.
 
+For the chat scenario each asyncio driver also has ``chat``: one paced stream, every token
+handed to a ``TokenSink`` (its position and due time) as it arrives, and nothing else done.
+
 The sync ``Client`` rows (``ServerfnSyncDriver``) make their blocking calls from inside the
 coroutine: no other task runs on that loop, so nothing waits on it, and every row is driven by
 the same scenario code.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -26,6 +29,7 @@ from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
 from grpc_serverfn._wire import COALESCE_MAX_BATCH
 
 from ._betterproto.bench.v1 import BenchStub as GrpclibBenchStub
+from ._betterproto.bench.v1 import ChatReq as GrpclibChatReq
 from ._betterproto.bench.v1 import Req as GrpclibReq
 from ._proto.bench.v1 import bench_pb2, bench_pb2_grpc
 from .servers import HOST
@@ -40,6 +44,7 @@ __all__ = [
     "IdleStream",
     "ServerfnAsyncDriver",
     "ServerfnSyncDriver",
+    "TokenSink",
     "WebConnectDriver",
 ]
 
@@ -53,6 +58,14 @@ loads = orjson.loads
 
 class CoalesceUnsupported(RuntimeError):
     """This grpc_serverfn's clients take no ``coalesce=`` argument (chunk coalescing is not in)."""
+
+
+class TokenSink(Protocol):
+    """Where a chat stream's tokens go, one call per token, as each arrives."""
+
+    def add(self, seq: int, due_us: int) -> None:
+        """Token ``seq`` (counting from 0), due at ``due_us`` (wall clock, µs), arrived now."""
+        ...
 
 
 class IdleStream(ABC):
@@ -77,6 +90,10 @@ class Driver(ABC):
         """Open an idle stream and wait for its first chunk."""
         raise NotImplementedError(f"{type(self).__name__} has no idle streams")
 
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        """One chat stream of ``tokens`` tokens ``interval_us`` apart, each handed to ``sink``."""
+        raise NotImplementedError(f"{type(self).__name__} has no chat streams")
+
     @abstractmethod
     async def aclose(self) -> None:
         """Close the channel."""
@@ -92,6 +109,12 @@ class GrpcAioDriver(AsyncDriver):
     def __init__(self, address: str) -> None:
         self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = bench_pb2_grpc.BenchStub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        request = bench_pb2.ChatReq(tokens=tokens, interval_us=interval_us)
+        async for token in self._stub.Chat(request, timeout=CALL_TIMEOUT):
+            add(token.seq, token.due_us)
 
     async def drain(self, count: int, size: int) -> int:
         received = 0
@@ -185,6 +208,12 @@ class ServerfnAsyncDriver(AsyncDriver):
         await anext(stream)
         return _ServerfnIdle(stream)
 
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        request = {"tokens": tokens, "interval_us": interval_us}
+        async for token in self._client.invoke("chat", request, timeout=CALL_TIMEOUT):
+            add(token["i"], token["due"])
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -261,6 +290,12 @@ class GrpclibDriver(AsyncDriver):
         loads((await anext(messages)).json)
         return _GrpclibIdle(messages)
 
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        request = GrpclibChatReq(tokens=tokens, interval_us=interval_us)
+        async for token in self._stub.chat(request, timeout=CALL_TIMEOUT):
+            add(token.seq, token.due_us)
+
     async def aclose(self) -> None:
         self._channel.close()
 
@@ -299,15 +334,26 @@ class WebConnectDriver(AsyncDriver):
         self._function = function
         self._max_batch = COALESCE_MAX_BATCH if coalesce else 0
 
-    def _request(self, count: int, size: int) -> serverfn_pb2.InvokeRequest:
+    def _request(self, function: str, arguments: dict[str, int]) -> serverfn_pb2.InvokeRequest:
         return serverfn_pb2.InvokeRequest(
-            function=self._function,
-            json=orjson.dumps({"count": count, "size": size}).decode(),
-            max_batch=self._max_batch,
+            function=function, json=orjson.dumps(arguments).decode(), max_batch=self._max_batch
         )
 
     def _stream(self, count: int, size: int) -> Any:
-        return self._client.invoke(self._request(count, size), timeout_ms=int(CALL_TIMEOUT * 1000))
+        request = self._request(self._function, {"count": count, "size": size})
+        return self._client.invoke(request, timeout_ms=int(CALL_TIMEOUT * 1000))
+
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        request = self._request("chat", {"tokens": tokens, "interval_us": interval_us})
+        async for message in self._client.invoke(request, timeout_ms=int(CALL_TIMEOUT * 1000)):
+            if message.WhichOneof("payload") == "batch":
+                for text in message.batch.json:
+                    token = loads(text)
+                    add(token["i"], token["due"])
+            else:
+                token = loads(message.json)
+                add(token["i"], token["due"])
 
     @staticmethod
     def _values(message: serverfn_pb2.Chunk) -> int:

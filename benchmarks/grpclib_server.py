@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 
 from grpclib.server import Server
 
-from ._betterproto.bench.v1 import BenchBase, Msg, Req
-from .workload import IDLE_SECONDS, payload
+from ._betterproto.bench.v1 import BenchBase, ChatReq, Msg, Req, Token
+from .workload import IDLE_SECONDS, TOKEN_TEXT, payload, wall_us
 
 __all__ = ["BenchService", "start"]
 
 
 class BenchService(BenchBase):
-    """Streams ``count`` messages of pre-encoded JSON; ``idle`` sends one and waits."""
+    """Streams ``count`` messages of pre-encoded JSON; ``idle`` sends one and waits; ``chat``
+    paces its tokens (see ``workload``)."""
 
     async def stream(self, req: Req) -> AsyncIterator[Msg]:
         text = payload(req.size)
@@ -25,6 +26,15 @@ class BenchService(BenchBase):
     async def idle(self, req: Req) -> AsyncIterator[Msg]:
         yield Msg(seq=0, json=payload(req.size))
         await asyncio.sleep(IDLE_SECONDS)
+
+    async def chat(self, chat_req: ChatReq) -> AsyncIterator[Token]:
+        loop = asyncio.get_running_loop()
+        start, wall, interval = loop.time(), wall_us(), chat_req.interval_us
+        for seq in range(chat_req.tokens):
+            wait = start + seq * interval / 1e6 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield Token(seq=seq, due_us=wall + seq * interval, text=TOKEN_TEXT)
 
 
 async def start(host: str, port: int) -> tuple[Server, int]:

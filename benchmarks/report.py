@@ -64,6 +64,8 @@ class RowResult:
     note: str | None = None
     versus: str | None = None
     """The key of the row this one is compared with, round by round."""
+    details: dict[str, Any] | None = None
+    """More about how the figures were found (JSON-ready), written to the JSON as it is."""
 
     def fail(self, error: BaseException, kind: str = "error") -> None:
         """Record ``error`` as the row's outcome; figures measured before it are dropped."""
@@ -81,6 +83,8 @@ class Section:
     figures: tuple[Figure, ...]
     rows: list[RowResult]
     baseline: str = "baseline"
+    notes: list[str] = field(default_factory=list)
+    """Lines printed under the section's table (and kept in the JSON)."""
 
     def ratio(self, row: RowResult, figure: Figure) -> float | None:
         """``row / baseline`` for ``figure``, when both were measured (and the baseline is
@@ -144,6 +148,8 @@ def to_json(meta: dict[str, Any], sections: Sequence[Section]) -> dict[str, Any]
                     "note": row.note,
                 }
             )
+            if row.details is not None:
+                rows[-1]["details"] = row.details
         scenarios[section.key] = {
             "title": section.title,
             "baseline": section.baseline,
@@ -153,6 +159,8 @@ def to_json(meta: dict[str, Any], sections: Sequence[Section]) -> dict[str, Any]
             ],
             "rows": rows,
         }
+        if section.notes:
+            scenarios[section.key]["notes"] = section.notes
     return {"meta": meta, "scenarios": scenarios}
 
 
@@ -239,5 +247,7 @@ def render(sections: Sequence[Section], header: Sequence[str]) -> str:
             if len(section.figures) > 2:
                 title += f" [{', '.join(figure.header for figure in figures)}]"
             out += [*_render_section(section, figures, f"{title}; {section.better}"), ""]
+        if section.notes:
+            out += [*(f"  {line}" for line in section.notes), ""]
     out += [*_render_paired(sections), ""]
     return "\n".join(out).rstrip() + "\n"

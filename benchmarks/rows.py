@@ -3,6 +3,9 @@
 ``baseline`` is the row every ratio is taken against. The ``coalesce`` rows pass
 ``coalesce=True`` / ``coalesce=False`` to grpc-serverfn's clients. The ``web`` rows call the
 same server's web port with Connect over one HTTP/2 connection (``WebConnectDriver``).
+
+The chat scenario has rows of its own (``CHAT_ROWS``): the same ways of calling, each driver's
+``chat``, plus grpc-serverfn with ``WORKERS`` worker processes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from .drivers import (
     ServerfnSyncDriver,
     WebConnectDriver,
 )
-from .servers import ServerProcess
+from .serve import WORKERS, WORKERS_KIND
+from .servers import Address, ServerProcess
 
-__all__ = ["BASELINE", "IDLE_DRIVERS", "ROWS", "SERVER_LABELS", "RowSpec"]
+__all__ = ["BASELINE", "CHAT_ROWS", "IDLE_DRIVERS", "ROWS", "SERVER_LABELS", "RowSpec"]
 
 BASELINE = "baseline"
 
@@ -33,11 +37,13 @@ class RowSpec:
     label: str
     server: str
     """The server kind it calls (``benchmarks.serve``'s KINDS)."""
-    make: Callable[[ServerProcess], Driver]
+    make: Callable[[Address], Driver]
     concurrent: bool = True
     """Whether it takes part in the concurrent-streams scenario (asyncio clients only)."""
     versus: str | None = None
     """The row this one is compared with round by round (see ``report.paired``)."""
+    channels: int = 1
+    """The chat scenario: connections per client process, at the least."""
 
 
 ROWS: tuple[RowSpec, ...] = (
@@ -114,6 +120,49 @@ ROWS: tuple[RowSpec, ...] = (
         lambda server: GrpclibDriver(server.port),
     ),
 )
+
+CHAT_ROWS: tuple[RowSpec, ...] = (
+    RowSpec(
+        BASELINE,
+        "baseline: grpc.aio servicer, typed stub",
+        "baseline",
+        lambda server: GrpcAioDriver(server.address),
+    ),
+    RowSpec(
+        "serverfn-async",
+        "serverfn async gen, AsyncClient, coalesce off",
+        "serverfn",
+        lambda server: ServerfnAsyncDriver(server.address, "chat", coalesce=False),
+    ),
+    RowSpec(
+        "serverfn-async-coalesce",
+        "serverfn async gen, AsyncClient, coalesce on",
+        "serverfn",
+        lambda server: ServerfnAsyncDriver(server.address, "chat", coalesce=True),
+    ),
+    RowSpec(
+        "web-connect",
+        "serverfn web port, Connect over HTTP/2, coalesce off",
+        "serverfn",
+        lambda server: WebConnectDriver(server.web_url, "chat", coalesce=False),
+    ),
+    RowSpec(
+        "grpclib",
+        "grpclib server, grpclib client",
+        "grpclib",
+        lambda server: GrpclibDriver(server.port),
+    ),
+    RowSpec(
+        "serverfn-workers",
+        f"serverfn --workers {WORKERS}, AsyncClient, coalesce off",
+        WORKERS_KIND,
+        lambda server: ServerfnAsyncDriver(server.address, "chat", coalesce=False),
+        # The kernel spreads connections, not calls, over the workers: enough of them that
+        # each worker gets about its share.
+        channels=4,
+    ),
+)
+"""The chat scenario's rows: each calls ``chat`` on a fresh server of its kind."""
 
 SERVER_LABELS: dict[str, str] = {
     "baseline": "baseline: grpc.aio servicer",

@@ -34,6 +34,7 @@ __all__ = [
     "concurrent_streams",
     "idle_streams",
     "install_interrupt_handlers",
+    "interrupted",
     "peak_memory",
     "progress",
     "short_calls",
@@ -86,6 +87,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     global _interrupted
     _interrupted = True
     raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether SIGINT or SIGTERM arrived (an error that follows is the interrupt's doing)."""
+    return _interrupted
 
 
 def install_interrupt_handlers() -> None:

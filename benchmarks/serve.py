@@ -4,6 +4,12 @@
 only those named in ``SERVERFN_BENCH_OBSERVERS`` (e.g. ``traces,logs``; empty for none), to see
 what each one costs.
 
+``serverfn-workers`` is the ``serverfn`` app (gRPC port only) served by ``WORKERS`` worker
+processes sharing one port, as ``grpc-serverfn serve --workers N`` runs it (a supervisor forks
+the workers, each a ``WorkerServer`` on the port with ``SO_REUSEPORT``; the kernel spreads
+connections over them); each worker prints ``WORKER <pid>`` once it serves, and the last one
+to start prints the port.
+
 The server binds 127.0.0.1 on an ephemeral port (``--port 0``) and prints ``PORT <n>`` on
 stdout once it is serving; ``serverfn`` also serves its web port (Connect, gRPC-Web; HTTP/1.1
 and h2c), printed first as ``WEB_PORT <n>``. It stops on SIGTERM or SIGINT, or when its stdin
@@ -23,11 +29,25 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["KINDS", "OBSERVERS_ENV", "READY_PREFIX", "WEB_PORT_PREFIX", "main"]
+__all__ = [
+    "KINDS",
+    "OBSERVERS_ENV",
+    "READY_PREFIX",
+    "WEB_PORT_PREFIX",
+    "WORKERS",
+    "WORKERS_KIND",
+    "WORKER_PREFIX",
+    "main",
+]
 
 READY_PREFIX = "PORT "
 WEB_PORT_PREFIX = "WEB_PORT "
+WORKER_PREFIX = "WORKER "
 KINDS = ("baseline", "serverfn", "serverfn-observed", "grpclib")
+"""The servers every scenario compares (one process each)."""
+WORKERS_KIND = "serverfn-workers"
+"""The ``serverfn`` app with ``WORKERS`` worker processes (the chat scenario's extra row)."""
+WORKERS = 2
 OBSERVERS_ENV = "SERVERFN_BENCH_OBSERVERS"
 WEB_ENV = "SERVERFN_BENCH_WEB"
 """``0``: the ``serverfn`` server opens no web port (the instruction counts, under valgrind,
@@ -136,13 +156,49 @@ async def _serve(kind: str, host: str, port: int) -> None:
         await asyncio.wait_for(stop_server(), 5.0)
 
 
+def _serve_workers(host: str, port: int, count: int) -> None:
+    """Serve ``benchmarks.app`` with ``count`` worker processes until SIGTERM or SIGINT (or the
+    end of stdin), as ``grpc-serverfn serve --workers`` does."""
+    from grpc_serverfn import _workers as workers
+
+    def stop_on_eof() -> None:
+        with contextlib.suppress(OSError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor stops every worker
+
+    def run_worker(port: int, web_port: int | None, ready: Callable[[], None]) -> int:
+        from .app import fns  # imported in the worker, after the fork, as the CLI does
+
+        def serving() -> None:
+            print(f"{WORKER_PREFIX}{os.getpid()}", flush=True)
+            if workers.worker_index() == count - 1:  # they start one after the other
+                print(f"{READY_PREFIX}{port}", flush=True)
+            ready()
+
+        server = workers.WorkerServer(
+            fns,
+            host=host,
+            port=port,
+            grace=0.0,
+            grpc_options=[workers.REUSE_PORT_OPTION],
+            on_serving=serving,
+        )
+        return asyncio.run(server.serve_until_signalled())
+
+    threading.Thread(target=stop_on_eof, name="stdin-watch", daemon=True).start()
+    sys.exit(workers.supervise(count, host=host, port=port, run_worker=run_worker))
+
+
 def main() -> None:
     """Parse the arguments and serve until told to stop; then exit at once."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("kind", choices=(*KINDS, WORKERS_KIND))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
+    if args.kind == WORKERS_KIND:
+        _serve_workers(args.host, args.port, WORKERS)
     asyncio.run(_serve(args.kind, args.host, args.port))
     sys.stdout.flush()
     sys.stderr.flush()

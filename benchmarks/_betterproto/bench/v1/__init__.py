@@ -43,6 +43,33 @@ class Msg(betterproto.Message):
     """The payload: UTF-8 JSON text."""
 
 
+@dataclass(eq=False, repr=False)
+class ChatReq(betterproto.Message):
+    """What to stream in a chat: how many tokens, and how far apart."""
+
+    tokens: int = betterproto.int32_field(1)
+    """How many tokens to stream."""
+
+    interval_us: int = betterproto.int32_field(2)
+    """Microseconds between two tokens' due times."""
+
+
+@dataclass(eq=False, repr=False)
+class Token(betterproto.Message):
+    """One chat token."""
+
+    seq: int = betterproto.int64_field(1)
+    """The position of this token in the stream, counting from 0."""
+
+    due_us: int = betterproto.int64_field(2)
+    """
+    When the token was due, in microseconds since the Unix epoch (the server's wall clock).
+    """
+
+    text: str = betterproto.string_field(3)
+    """The token's text (about 20 bytes)."""
+
+
 class BenchStub(betterproto.ServiceStub):
     async def stream(
         self,
@@ -80,6 +107,24 @@ class BenchStub(betterproto.ServiceStub):
         ):
             yield response
 
+    async def chat(
+        self,
+        chat_req: "ChatReq",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> AsyncIterator[Token]:
+        async for response in self._unary_stream(
+            "/bench.v1.Bench/Chat",
+            chat_req,
+            Token,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class BenchBase(ServiceBase):
 
@@ -90,6 +135,10 @@ class BenchBase(ServiceBase):
     async def idle(self, req: "Req") -> AsyncIterator[Msg]:
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield Msg()
+
+    async def chat(self, chat_req: "ChatReq") -> AsyncIterator[Token]:
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield Token()
 
     async def __rpc_stream(self, stream: "grpclib.server.Stream[Req, Msg]") -> None:
         request = await stream.recv_message()
@@ -107,6 +156,14 @@ class BenchBase(ServiceBase):
             request,
         )
 
+    async def __rpc_chat(self, stream: "grpclib.server.Stream[ChatReq, Token]") -> None:
+        request = await stream.recv_message()
+        await self._call_rpc_handler_server_stream(
+            self.chat,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/bench.v1.Bench/Stream": grpclib.const.Handler(
@@ -120,5 +177,11 @@ class BenchBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 Req,
                 Msg,
+            ),
+            "/bench.v1.Bench/Chat": grpclib.const.Handler(
+                self.__rpc_chat,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                ChatReq,
+                Token,
             ),
         }

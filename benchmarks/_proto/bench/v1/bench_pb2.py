@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x65nch/v1/bench.proto\x12\x08\x62\x65nch.v1\"\"\n\x03Req\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x05\" \n\x03Msg\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04json\x18\x02 \x01(\t2Y\n\x05\x42\x65nch\x12(\n\x06Stream\x12\r.bench.v1.Req\x1a\r.bench.v1.Msg0\x01\x12&\n\x04Idle\x12\r.bench.v1.Req\x1a\r.bench.v1.Msg0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x65nch/v1/bench.proto\x12\x08\x62\x65nch.v1\"\"\n\x03Req\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x05\" \n\x03Msg\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04json\x18\x02 \x01(\t\".\n\x07\x43hatReq\x12\x0e\n\x06tokens\x18\x01 \x01(\x05\x12\x13\n\x0binterval_us\x18\x02 \x01(\x05\"2\n\x05Token\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06\x64ue_us\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t2\x87\x01\n\x05\x42\x65nch\x12(\n\x06Stream\x12\r.bench.v1.Req\x1a\r.bench.v1.Msg0\x01\x12&\n\x04Idle\x12\r.bench.v1.Req\x1a\r.bench.v1.Msg0\x01\x12,\n\x04\x43hat\x12\x11.bench.v1.ChatReq\x1a\x0f.bench.v1.Token0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQ']._serialized_end=68
   _globals['_MSG']._serialized_start=70
   _globals['_MSG']._serialized_end=102
-  _globals['_BENCH']._serialized_start=104
-  _globals['_BENCH']._serialized_end=193
+  _globals['_CHATREQ']._serialized_start=104
+  _globals['_CHATREQ']._serialized_end=150
+  _globals['_TOKEN']._serialized_start=152
+  _globals['_TOKEN']._serialized_end=202
+  _globals['_BENCH']._serialized_start=205
+  _globals['_BENCH']._serialized_end=340
 # @@protoc_insertion_point(module_scope)

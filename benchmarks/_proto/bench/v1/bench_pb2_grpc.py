@@ -45,6 +45,11 @@ class BenchStub:
                 request_serializer=bench_dot_v1_dot_bench__pb2.Req.SerializeToString,
                 response_deserializer=bench_dot_v1_dot_bench__pb2.Msg.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_stream(
+                '/bench.v1.Bench/Chat',
+                request_serializer=bench_dot_v1_dot_bench__pb2.ChatReq.SerializeToString,
+                response_deserializer=bench_dot_v1_dot_bench__pb2.Token.FromString,
+                _registered_method=True)
 
 
 class BenchServicer:
@@ -65,6 +70,14 @@ class BenchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chat(self, request, context):
+        """Streams `tokens` chat tokens, one every `interval_us` microseconds on the server's own clock
+        from the moment the call starts (token i is due at start + i * interval_us).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BenchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_BenchServicer_to_server(servicer, server):
                     servicer.Idle,
                     request_deserializer=bench_dot_v1_dot_bench__pb2.Req.FromString,
                     response_serializer=bench_dot_v1_dot_bench__pb2.Msg.SerializeToString,
+            ),
+            'Chat': grpc.unary_stream_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=bench_dot_v1_dot_bench__pb2.ChatReq.FromString,
+                    response_serializer=bench_dot_v1_dot_bench__pb2.Token.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class Bench:
             '/bench.v1.Bench/Idle',
             bench_dot_v1_dot_bench__pb2.Req.SerializeToString,
             bench_dot_v1_dot_bench__pb2.Msg.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bench.v1.Bench/Chat',
+            bench_dot_v1_dot_bench__pb2.ChatReq.SerializeToString,
+            bench_dot_v1_dot_bench__pb2.Token.FromString,
             options,
             channel_credentials,
             insecure,
