@@ -113,13 +113,13 @@ class _Pipe:
         self._loop = loop
         self._executor = executor
         self._buffer: collections.deque[tuple[int, Any]] = collections.deque()
+        self.finished = False  # the loop has taken the generator's end (the loop's own)
         self._lock = threading.Lock()
         # Under the lock:
         self._waiter: asyncio.Future[None] | None = None  # the loop waits for a value
         self._in_job = False  # a job runs, or is queued to
         self._exhausted = False  # the generator has ended (returned or raised)
         self._stop = False  # the call is over: close the generator
-        self.finished = False  # the loop has taken the generator's end
 
     # --- the worker thread's side -------------------------------------------------------
 
