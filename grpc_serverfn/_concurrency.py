@@ -1,18 +1,18 @@
 """Run any kind of server function as an async iterator without blocking the event loop.
 
-Sync functions run in a worker thread. Sync generators run in worker-thread jobs that hand
-each value to the loop as soon as it exists, at most ``READ_AHEAD`` values ahead of the
-consumer (``next(generator, sentinel)``, so ``StopIteration`` never crosses a thread). When
-the call ends early the generator is closed: at once if no job is running, or by the job right
-after its current ``next()`` returns, so it stops at its next yield and its ``finally`` runs
-without tying up another thread.
+Sync functions run in a worker thread. Sync generators run in worker-thread jobs that step the
+generator into a buffer at most ``READ_AHEAD`` values ahead of the consumer
+(``next(generator, sentinel)``, so ``StopIteration`` never crosses a thread); the loop reads
+the buffer without a hop, and a job wakes the loop only when it is waiting for a value (so a
+value is never held back for company). When the call ends early the generator is closed: at
+once if no job is running, or by the job right after its current ``next()`` returns, so it
+stops at its next yield and its ``finally`` runs without tying up another thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Generator
@@ -57,28 +57,49 @@ async def _run_in_thread(
 READ_AHEAD = 16
 """How many chunks a sync generator may run ahead of the chunks sent (bounded backpressure)."""
 
+_REFILL_BELOW = READ_AHEAD // 2
+"""The loop starts a job when the values it holds fall below this and no job runs."""
+
+JOB_STEPS = 4 * READ_AHEAD
+"""The most ``next()`` calls one job makes before it gives its thread back (so the streams that
+share a saturated pool take turns), even when the reader keeps up."""
+
+_VALUE, _ENDED, _FAILED = 0, 1, 2
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
 
 class _Pipe:
     """Runs a sync generator in worker-thread jobs and hands its values to the event loop.
 
-    A job calls ``next()`` up to ``room`` times, passing each value to the loop the moment it
-    exists (so a value is never held back), then ends, so a slow reader holds no thread. The
-    loop starts a new job when the values it holds run low. Asked to stop, a job closes the
-    generator right after its current ``next()`` returns: it stops at its next yield.
+    The hop between the threads is what a sync generator costs, so it is made per batch, not
+    per value: a job steps the generator into a buffer the loop reads without a hop, and wakes
+    the loop (``call_soon_threadsafe``) only when the loop is waiting for a value, at once, so
+    a slow generator's value is never held back. A job ends when the buffer holds
+    ``READ_AHEAD`` values (a slow reader holds no thread and bounds the run-ahead), when the
+    generator ends, or after ``JOB_STEPS`` steps; the loop starts the next one when the values
+    it holds run low. Asked to stop, a job closes the generator right after its current
+    ``next()`` returns: it stops at its next yield.
+
+    The buffer, ``_waiter`` and the flags are shared under ``_lock``; the loop pops the buffer
+    without it (``deque`` is thread-safe) and takes it only to wait or to start a job.
     """
 
     __slots__ = (
         "_buffer",
         "_context",
         "_executor",
-        "_finished",
+        "_exhausted",
         "_generator",
         "_in_job",
-        "_job_running",
         "_lock",
         "_loop",
         "_stop",
         "_waiter",
+        "finished",
     )
 
     def __init__(
@@ -92,91 +113,99 @@ class _Pipe:
         self._loop = loop
         self._executor = executor
         self._buffer: collections.deque[tuple[int, Any]] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._job_running = False  # as the loop sees it
-        self._finished = False
+        self.finished = False  # the loop has taken the generator's end (the loop's own)
         self._lock = threading.Lock()
-        self._in_job = False  # as the worker threads see it, under the lock
-        self._stop = False
+        # Under the lock:
+        self._waiter: asyncio.Future[None] | None = None  # the loop waits for a value
+        self._in_job = False  # a job runs, or is queued to
+        self._exhausted = False  # the generator has ended (returned or raised)
+        self._stop = False  # the call is over: close the generator
 
     # --- the worker thread's side -------------------------------------------------------
 
-    def _job(self, room: int) -> None:
+    def _job(self) -> None:
+        generator, context, buffer, lock = (
+            self._generator,
+            self._context,
+            self._buffer,
+            self._lock,
+        )
         post = self._loop.call_soon_threadsafe
-        try:
-            for _ in range(room):
+        for step in range(JOB_STEPS, 0, -1):
+            if self._stop:  # read without the lock: it is only ever set; checked again below
+                break
+            try:
+                value = context.run(next, generator, _DONE)
+                kind = _ENDED if value is _DONE else _VALUE
+            except BaseException as error:  # handed to the loop, raised there
+                value, kind = error, _FAILED
+            with lock:
                 if self._stop:
-                    return
+                    break  # the value is dropped: the call is over
+                buffer.append((kind, value))
+                waiter, self._waiter = self._waiter, None
+                more = kind == _VALUE and step > 1 and len(buffer) < READ_AHEAD
+                if not more:
+                    self._in_job = False
+                    self._exhausted = kind != _VALUE
+            if waiter is not None:
                 try:
-                    value = self._context.run(next, self._generator, _DONE)
-                except BaseException as error:  # handed to the loop, raised there
-                    post(self._receive, _FAILED, error)
-                    return
-                if self._stop:
-                    return  # the value is dropped: the call is over
-                if value is _DONE:
-                    post(self._receive, _ENDED, None)
-                    return
-                post(self._receive, _VALUE, value)
-        except RuntimeError:
-            return  # the event loop is closed: nobody is listening any more
-        finally:
-            # Under the lock, so that a stop asked for now is either seen here or left to
-            # aclose(), never lost in between.
-            with self._lock:
-                self._in_job = False
-                stop = self._stop
-            if stop:
-                self._context.run(self._generator.close)
-            with contextlib.suppress(RuntimeError):
-                post(self._job_ended)
+                    post(_wake, waiter)
+                except RuntimeError:
+                    more = False  # the event loop is closed: nobody is listening any more
+            if not more:
+                return
+        # Stopped. Under the lock, so that a stop asked for now is either seen here or left
+        # to aclose(), never lost in between.
+        with lock:
+            self._in_job = False
+            stop = self._stop
+        if stop:
+            context.run(generator.close)
 
     # --- the event loop's side -----------------------------------------------------------
 
-    def _receive(self, kind: int, value: Any) -> None:
-        self._buffer.append((kind, value))
-        self._wake()
-
-    def _job_ended(self) -> None:
-        self._job_running = False
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _start_job(self) -> None:
-        self._job_running = True
+    def refill(self) -> None:
+        """Start a job if none runs (the values the loop holds run low)."""
         with self._lock:
+            if self._in_job or self._exhausted or self._stop:
+                return
             self._in_job = True
-        self._loop.run_in_executor(self._executor, self._job, READ_AHEAD - len(self._buffer))
+        self._submit()
 
-    async def get(self) -> Any:
-        """The next value, or ``_DONE``; raises what the generator raised."""
-        while not self._buffer:
-            if not self._job_running:
-                self._start_job()
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        kind, value = self._buffer.popleft()
-        if kind == _VALUE:
-            if not self._job_running and len(self._buffer) < READ_AHEAD // 2:
-                self._start_job()  # produce the next values while this one is sent
-            return value
-        self._finished = True
-        if kind == _FAILED:
-            raise value
-        return _DONE
+    def wait(self) -> asyncio.Future[None] | None:
+        """A future done when the buffer has a value (None: it has one now), starting a job
+        if none runs."""
+        with self._lock:
+            if self._buffer:
+                return None
+            waiter = self._waiter = self._loop.create_future()
+            if self._in_job:
+                return waiter
+            self._in_job = True
+        self._submit()
+        return waiter
+
+    def _submit(self) -> None:
+        try:
+            if self._executor is None:
+                self._loop.run_in_executor(None, self._job)
+            else:
+                self._executor.submit(self._job)
+        except BaseException:  # the executor is shut down: no job runs
+            with self._lock:
+                self._in_job = False
+                self._waiter = None
+            raise
 
     async def aclose(self) -> None:
         """Stop the generator: now if no job runs, else when its current ``next()`` returns."""
-        if self._finished:
+        if self.finished:
             return
         with self._lock:
             self._stop = True
-            in_job = self._in_job
-        if in_job:
-            return  # the job closes it when its current next() returns
+            if self._in_job or self._exhausted:
+                return  # the job closes it when its current next() returns, or it has ended
         try:
             await self._loop.run_in_executor(
                 self._executor, self._context.run, self._generator.close
@@ -190,17 +219,28 @@ class _Pipe:
             ).start()
 
 
-_VALUE, _ENDED, _FAILED = 0, 1, 2
-
-
 async def iterate_in_threadpool(
     generator: Generator[Any, None, None], executor: Executor | None = None
 ) -> AsyncIterator[Any]:
     """Iterate a sync generator from async code without blocking the loop; it runs at most
     ``READ_AHEAD`` values ahead of the consumer."""
     pipe = _Pipe(generator, asyncio.get_running_loop(), executor)
+    buffer = pipe._buffer
     try:
-        while (value := await pipe.get()) is not _DONE:
+        while True:
+            if not buffer:
+                waiter = pipe.wait()
+                if waiter is not None:
+                    await waiter
+                continue
+            kind, value = buffer.popleft()
+            if kind != _VALUE:
+                pipe.finished = True
+                if kind == _FAILED:
+                    raise value
+                return
+            if len(buffer) < _REFILL_BELOW and not pipe._in_job:
+                pipe.refill()  # produce the next values while this one is sent
             yield value
     finally:
         await pipe.aclose()
