@@ -1,6 +1,7 @@
 """scripts/bench-instructions: a smallest run counts, under valgrind, the instructions of the
-hand-written servicer and of grpc-serverfn's server for one workload, and reports them as a table and JSON (no
-thresholds: what it measures is a benchmark's, not a test's; this keeps it from rotting)."""
+hand-written servicer and of grpc-serverfn's server for one workload, and reports them as a
+table and JSON (no thresholds: what it measures is a benchmark's, not a test's; this keeps it
+from rotting)."""
 
 from __future__ import annotations
 
