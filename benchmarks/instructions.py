@@ -151,13 +151,13 @@ def _table(results: list[dict[str, Any]]) -> str:
         rows = [r for r in results if r["workload"] == workload]
         plain = next(r for r in rows if r["server"] == PLAIN)["per_round"]
         servicer = next((r["per_round"] for r in rows if r["server"] == SERVICER), None)
-        header = ("server", "M instr/round", "k instr/call", "+k instr/call", "/ plain")
-        header += ("/ servicer",) if servicer else ()
+        header: tuple[str, ...] = ("server", "M instr/round", "k instr/call", "+k instr/call")
+        header += ("/ plain", "/ servicer") if servicer else ("/ plain",)
         cells = [header]
         for row in rows:
             per_round = row["per_round"]
-            line = (
-                row["server"],
+            line: tuple[str, ...] = (
+                str(row["server"]),
                 f"{per_round / 1e6:,.1f}",
                 f"{per_round / calls / 1e3:,.0f}",
                 f"{(per_round - plain) / calls / 1e3:+,.0f}",
