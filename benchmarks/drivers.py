@@ -25,7 +25,7 @@ import orjson
 from grpclib.client import Channel
 
 from grpc_serverfn import AsyncClient, Client
-from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2
+from grpc_serverfn._proto.serverfn.v1 import serverfn_pb2, serverfn_pb2_grpc
 from grpc_serverfn._wire import COALESCE_MAX_BATCH
 
 from ._betterproto.bench.v1 import BenchStub as GrpclibBenchStub
@@ -43,6 +43,7 @@ __all__ = [
     "GrpclibDriver",
     "IdleStream",
     "ServerfnAsyncDriver",
+    "ServerfnStubDriver",
     "ServerfnSyncDriver",
     "TokenSink",
     "WebConnectDriver",
@@ -173,6 +174,43 @@ def _serverfn_client(
             ) from None
         note = f"{kind.__name__} takes no coalesce= yet: ran without it (nothing coalesces)"
         return kind(address, options=_CHANNEL_OPTIONS), note
+
+
+class ServerfnStubDriver(AsyncDriver):
+    """grpc-serverfn seen from outside: the grpc.aio stub generated from ``protos/``, one
+    chunk per message (no ``max_batch``), its JSON turned into a value as every row does."""
+
+    def __init__(self, address: str, function: str) -> None:
+        self._function = function
+        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _call(self, count: int, size: int) -> Any:
+        request = serverfn_pb2.InvokeRequest(
+            function=self._function, json=orjson.dumps({"count": count, "size": size}).decode()
+        )
+        return self._stub.Invoke(request, timeout=CALL_TIMEOUT)
+
+    async def drain(self, count: int, size: int) -> int:
+        received = 0
+        async for message in self._call(count, size):
+            loads(message.json)
+            received += 1
+        return received
+
+    async def timed_call(self, count: int, size: int) -> tuple[float, float, int]:
+        start = time.perf_counter()
+        messages = aiter(self._call(count, size))
+        loads((await anext(messages)).json)
+        first = time.perf_counter()
+        received = 1
+        async for message in messages:
+            loads(message.json)
+            received += 1
+        return first - start, time.perf_counter() - start, received
+
+    async def aclose(self) -> None:
+        await self._channel.close()
 
 
 class ServerfnAsyncDriver(AsyncDriver):

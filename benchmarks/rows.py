@@ -18,6 +18,7 @@ from .drivers import (
     GrpcAioDriver,
     GrpclibDriver,
     ServerfnAsyncDriver,
+    ServerfnStubDriver,
     ServerfnSyncDriver,
     WebConnectDriver,
 )
@@ -58,6 +59,13 @@ ROWS: tuple[RowSpec, ...] = (
         "serverfn async gen, AsyncClient, coalesce off",
         "serverfn",
         lambda server: ServerfnAsyncDriver(server.address, "stream", coalesce=False),
+    ),
+    RowSpec(
+        "serverfn-stub",
+        "serverfn async gen, grpc.aio stub from protos/",
+        "serverfn",
+        lambda server: ServerfnStubDriver(server.address, "stream"),
+        versus=BASELINE,
     ),
     RowSpec(
         "serverfn-async-coalesce",

@@ -48,7 +48,7 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(
-        chunks=200_000,
+        chunks=50_000,
         concurrent_chunks=1_500,
         concurrency=(16, 64),
         calls=2_000,
@@ -78,10 +78,10 @@ PRESETS: dict[str, Sizes] = {
 
 CHAT_PRESETS: dict[str, ChatPlan] = {
     "full": ChatPlan(
-        seconds=20.0, ramp=2.0, fixed=150, probes=2, resolution=0.12, clients=4, slack=10.0
+        seconds=20.0, ramp=2.0, fixed=150, probes=2, resolution=0.12, clients=2, slack=10.0
     ),
     "quick": ChatPlan(
-        seconds=5.0, ramp=1.0, fixed=150, probes=2, resolution=0.25, clients=4, slack=5.0
+        seconds=5.0, ramp=1.0, fixed=150, probes=2, resolution=0.25, clients=2, slack=5.0
     ),
     "smoke": ChatPlan(
         seconds=2.0, ramp=0.2, fixed=10, probes=0, resolution=0.25, clients=2, slack=5.0
