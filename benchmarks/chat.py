@@ -382,7 +382,9 @@ class _Search:
             wanted = predicted if not searched else low * step_up ** len(searched)
             wanted = min(max(wanted, low * step_up), 4 * low)
         elif not low:  # nothing passed yet: go down
-            wanted = min(predicted, high / step_up) if not searched else high / 2
+            # Two steps at a time once the prediction failed: likely to pass, and then one
+            # bisection brackets N within a step.
+            wanted = min(predicted, high / step_up) if not searched else high / step_up**2
         elif high <= low * step_up:
             return None
         elif len(searched) == 1 and not searched[0].passed:  # the prediction failed

@@ -48,10 +48,10 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(
-        chunks=50_000,
-        concurrent_chunks=1_500,
+        chunks=30_000,
+        concurrent_chunks=600,
         concurrency=(16, 64),
-        calls=2_000,
+        calls=1_000,
         idle_streams=1_000,
         runs=3,
         min_run_seconds=1.0,
@@ -78,7 +78,7 @@ PRESETS: dict[str, Sizes] = {
 
 CHAT_PRESETS: dict[str, ChatPlan] = {
     "full": ChatPlan(
-        seconds=20.0, ramp=2.0, fixed=150, probes=2, resolution=0.12, clients=2, slack=10.0
+        seconds=20.0, ramp=2.0, fixed=150, probes=3, resolution=0.12, clients=2, slack=10.0
     ),
     "quick": ChatPlan(
         seconds=5.0, ramp=1.0, fixed=150, probes=2, resolution=0.25, clients=2, slack=5.0
