@@ -104,31 +104,25 @@ class AsyncDriver(Driver, ABC):
     """A driver on an asyncio client, which can run many calls at once."""
 
 
-class GrpcAioDriver(AsyncDriver):
-    """The baseline's client: the grpc.aio typed stub generated from bench.proto."""
+class _JsonMessagesDriver(AsyncDriver, ABC):
+    """A grpc.aio stub whose stream's messages carry one chunk's JSON in their ``json`` field."""
 
-    def __init__(self, address: str) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-        self._stub = bench_pb2_grpc.BenchStub(self._channel)  # type: ignore[no-untyped-call]
+    _channel: grpc.aio.Channel
 
-    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
-        add = sink.add
-        request = bench_pb2.ChatReq(tokens=tokens, interval_us=interval_us)
-        async for token in self._stub.Chat(request, timeout=CALL_TIMEOUT):
-            add(token.seq, token.due_us)
+    @abstractmethod
+    def _stream(self, count: int, size: int) -> Any:
+        """The call that streams ``count`` chunks of about ``size`` bytes."""
 
     async def drain(self, count: int, size: int) -> int:
         received = 0
-        call = self._stub.Stream(bench_pb2.Req(count=count, size=size), timeout=CALL_TIMEOUT)
-        async for message in call:
+        async for message in self._stream(count, size):
             loads(message.json)
             received += 1
         return received
 
     async def timed_call(self, count: int, size: int) -> tuple[float, float, int]:
         start = time.perf_counter()
-        call = self._stub.Stream(bench_pb2.Req(count=count, size=size), timeout=CALL_TIMEOUT)
-        messages = aiter(call)
+        messages = aiter(self._stream(count, size))
         loads((await anext(messages)).json)
         first = time.perf_counter()
         received = 1
@@ -137,13 +131,30 @@ class GrpcAioDriver(AsyncDriver):
             received += 1
         return first - start, time.perf_counter() - start, received
 
+    async def aclose(self) -> None:
+        await self._channel.close()
+
+
+class GrpcAioDriver(_JsonMessagesDriver):
+    """The baseline's client: the grpc.aio typed stub generated from bench.proto."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._stub = bench_pb2_grpc.BenchStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _stream(self, count: int, size: int) -> Any:
+        return self._stub.Stream(bench_pb2.Req(count=count, size=size), timeout=CALL_TIMEOUT)
+
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        request = bench_pb2.ChatReq(tokens=tokens, interval_us=interval_us)
+        async for token in self._stub.Chat(request, timeout=CALL_TIMEOUT):
+            add(token.seq, token.due_us)
+
     async def open_idle(self) -> IdleStream:
         call = self._stub.Idle(bench_pb2.Req(size=64), timeout=CALL_TIMEOUT)
         loads((await call.read()).json)
         return _GrpcAioIdle(call)
-
-    async def aclose(self) -> None:
-        await self._channel.close()
 
 
 class _GrpcAioIdle(IdleStream):
@@ -176,7 +187,7 @@ def _serverfn_client(
         return kind(address, options=_CHANNEL_OPTIONS), note
 
 
-class ServerfnStubDriver(AsyncDriver):
+class ServerfnStubDriver(_JsonMessagesDriver):
     """grpc-serverfn seen from outside: the grpc.aio stub generated from ``protos/``, one
     chunk per message (no ``max_batch``), its JSON turned into a value as every row does."""
 
@@ -185,32 +196,11 @@ class ServerfnStubDriver(AsyncDriver):
         self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def _call(self, count: int, size: int) -> Any:
+    def _stream(self, count: int, size: int) -> Any:
         request = serverfn_pb2.InvokeRequest(
             function=self._function, json=orjson.dumps({"count": count, "size": size}).decode()
         )
         return self._stub.Invoke(request, timeout=CALL_TIMEOUT)
-
-    async def drain(self, count: int, size: int) -> int:
-        received = 0
-        async for message in self._call(count, size):
-            loads(message.json)
-            received += 1
-        return received
-
-    async def timed_call(self, count: int, size: int) -> tuple[float, float, int]:
-        start = time.perf_counter()
-        messages = aiter(self._call(count, size))
-        loads((await anext(messages)).json)
-        first = time.perf_counter()
-        received = 1
-        async for message in messages:
-            loads(message.json)
-            received += 1
-        return first - start, time.perf_counter() - start, received
-
-    async def aclose(self) -> None:
-        await self._channel.close()
 
 
 class ServerfnAsyncDriver(AsyncDriver):

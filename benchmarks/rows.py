@@ -129,37 +129,13 @@ ROWS: tuple[RowSpec, ...] = (
     ),
 )
 
+_CHAT_KEYS = (BASELINE, "serverfn-async", "serverfn-async-coalesce", "web-connect", "grpclib")
+
 CHAT_ROWS: tuple[RowSpec, ...] = (
-    RowSpec(
-        BASELINE,
-        "baseline: grpc.aio servicer, typed stub",
-        "baseline",
-        lambda server: GrpcAioDriver(server.address),
-    ),
-    RowSpec(
-        "serverfn-async",
-        "serverfn async gen, AsyncClient, coalesce off",
-        "serverfn",
-        lambda server: ServerfnAsyncDriver(server.address, "chat", coalesce=False),
-    ),
-    RowSpec(
-        "serverfn-async-coalesce",
-        "serverfn async gen, AsyncClient, coalesce on",
-        "serverfn",
-        lambda server: ServerfnAsyncDriver(server.address, "chat", coalesce=True),
-    ),
-    RowSpec(
-        "web-connect",
-        "serverfn web port, Connect over HTTP/2, coalesce off",
-        "serverfn",
-        lambda server: WebConnectDriver(server.web_url, "chat", coalesce=False),
-    ),
-    RowSpec(
-        "grpclib",
-        "grpclib server, grpclib client",
-        "grpclib",
-        lambda server: GrpclibDriver(server.port),
-    ),
+    # The same ways of calling as the other scenarios (a driver's ``chat`` calls the chat
+    # function or RPC whatever function the row streams from elsewhere) ...
+    *(spec for key in _CHAT_KEYS for spec in ROWS if spec.key == key),
+    # ... and grpc-serverfn served by worker processes.
     RowSpec(
         "serverfn-workers",
         f"serverfn --workers {WORKERS}, AsyncClient, coalesce off",
