@@ -9,10 +9,12 @@ executed (all its threads). Each count is taken twice, with ``--rounds LOW,HIGH`
 workload, and the difference divided by ``HIGH - LOW``, so starting and stopping the server
 (imports, grpc's start-up) cancel out.
 
-Workloads (coalescing on, as the clients default):
-    streams   16 concurrent streams of 1,500 chunks: the throughput figure where a per-call
-              cost weighs most, each stream being short (scripts/bench's (b))
+Workloads:
+    streams   16 concurrent streams of 1,500 chunks, coalescing on as the clients default: the
+              throughput figure where a per-call cost weighs most (scripts/bench's (b))
     short     100 sequential calls of 3 chunks: per-call cost at its plainest (scripts/bench's (c))
+    chunks    4 concurrent streams of 2,000 chunks, one chunk per message, every server called
+              through its plain grpc.aio stub: the per-chunk cost as an outside caller sees it
 
 Needs valgrind (Debian's package). About a minute per workload and observer set.
 """
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .drivers import AsyncDriver, GrpcAioDriver, ServerfnAsyncDriver
+from .drivers import AsyncDriver, GrpcAioDriver, ServerfnAsyncDriver, ServerfnStubDriver
 from .run import machine_info
 from .scenarios import SHORT_CALL_CHUNKS, progress
 from .serve import OBSERVERS_ENV, WEB_ENV
@@ -43,11 +45,20 @@ __all__ = ["WORKLOADS", "count_instructions", "main"]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "instructions.json"
 STREAMS, STREAM_CHUNKS = 16, 1_500
 SHORT_CALLS = 100
+MESSAGE_STREAMS, MESSAGE_CHUNKS = 4, 2_000
 WORKLOADS = {
-    "streams": (STREAMS, f"{STREAMS} concurrent streams of {STREAM_CHUNKS:,} chunks"),
+    "streams": (
+        STREAMS,
+        f"{STREAMS} concurrent streams of {STREAM_CHUNKS:,} chunks (coalescing on)",
+    ),
     "short": (SHORT_CALLS, f"{SHORT_CALLS} sequential calls of {SHORT_CALL_CHUNKS} chunks"),
+    "chunks": (
+        MESSAGE_STREAMS * MESSAGE_CHUNKS,
+        f"{MESSAGE_STREAMS} concurrent streams of {MESSAGE_CHUNKS:,} chunks, one per message,"
+        " through the plain stubs; per chunk",
+    ),
 }
-"""Each workload's calls per round and description."""
+"""Each workload's units per round (calls, or chunks for ``chunks``) and description."""
 
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -56,14 +67,22 @@ async def _drive(address: str, workload: str, rounds: int, *, servicer: bool = F
     driver: AsyncDriver
     if servicer:
         driver = GrpcAioDriver(address)
+    elif workload == "chunks":
+        driver = ServerfnStubDriver(address, "stream")
     else:
         driver = ServerfnAsyncDriver(address, "stream", coalesce=True)
     try:
         for _ in range(rounds):
-            if workload == "streams":
-                calls = [driver.drain(STREAM_CHUNKS, CHUNK_BYTES) for _ in range(STREAMS)]
-                counts = await asyncio.gather(*calls)
-                assert counts == [STREAM_CHUNKS] * STREAMS, counts
+            if workload in ("streams", "chunks"):
+                streams, chunks = (
+                    (STREAMS, STREAM_CHUNKS)
+                    if workload == "streams"
+                    else (MESSAGE_STREAMS, MESSAGE_CHUNKS)
+                )
+                counts = await asyncio.gather(
+                    *(driver.drain(chunks, CHUNK_BYTES) for _ in range(streams))
+                )
+                assert counts == [chunks] * streams, counts
             else:
                 for _ in range(SHORT_CALLS):
                     count = (await driver.timed_call(SHORT_CALL_CHUNKS, CHUNK_BYTES))[2]
@@ -147,11 +166,12 @@ def _table(results: list[dict[str, Any]]) -> str:
     lines = []
     for workload in dict.fromkeys(result["workload"] for result in results):
         calls, description = WORKLOADS[workload]
-        lines.append(f"{workload}: {description} per round (coalescing on)")
+        lines.append(f"{workload}: {description} per round")
         rows = [r for r in results if r["workload"] == workload]
         plain = next(r for r in rows if r["server"] == PLAIN)["per_round"]
         servicer = next((r["per_round"] for r in rows if r["server"] == SERVICER), None)
-        header: tuple[str, ...] = ("server", "M instr/round", "k instr/call", "+k instr/call")
+        unit = "chunk" if workload == "chunks" else "call"
+        header: tuple[str, ...] = ("server", "M instr/round", f"k instr/{unit}", f"+k instr/{unit}")
         header += ("/ plain", "/ servicer") if servicer else ("/ plain",)
         cells = [header]
         for row in rows:

@@ -17,8 +17,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import _codec as codec
@@ -192,27 +193,46 @@ class Stragglers:
     BaseException``) would run on. While calls are watched, one sweep every 0.25 s cancels
     again each task that was already cancelled and still running at the sweep before, for up to
     about ten seconds. Per call this costs a dictionary entry, not a task of its own (which cost
-    each open stream about 1.9 KiB); per server, one timer while calls run.
+    each open stream about 1.9 KiB).
+
+    The sweeps are paced by a ticker thread, not a loop timer: while any timer is scheduled,
+    every idle turn of the event loop computes a timeout, which cost a stream sent flat out 4%
+    of its instructions per chunk (``scripts/bench-instructions --workloads chunks``). The
+    thread only posts the sweep to the loop; the sweep, on the loop, does all the work and
+    ends the ticker after a while with nothing to watch.
     """
 
     def __init__(self) -> None:
         self._tasks: dict[asyncio.Task[Any], tuple[str, int]] = {}  # function, sweeps seen
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker: _Ticker | None = None
 
     def watch(self, function: str) -> asyncio.Task[Any]:
         """Watch the current task (a call's); ``forget`` it when the call is over."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks[task] = (function, 0)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(_STOP_INTERVAL, self._sweep)
+        ticker = self._ticker
+        loop = task.get_loop()
+        if ticker is None or ticker.loop is not loop:  # none yet, or one on a closed loop
+            if ticker is not None:
+                ticker.stop()
+            self._ticker = _Ticker(loop, self._sweep)
         return task
 
     def forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)
 
     def _sweep(self) -> None:
-        self._timer = None
+        ticker = self._ticker
+        if ticker is None:
+            return
+        if not self._tasks:
+            ticker.idle_sweeps += 1
+            if ticker.idle_sweeps >= _IDLE_SWEEPS:
+                ticker.stop()
+                self._ticker = None
+            return
+        ticker.idle_sweeps = 0
         for task, (function, sweeps) in list(self._tasks.items()):
             if task.done():
                 del self._tasks[task]
@@ -224,8 +244,32 @@ class Stragglers:
                 if sweeps:  # it has had a sweep's time to end since it was first seen
                     task.cancel()
                 self._tasks[task] = (function, sweeps + 1)
-        if self._tasks:
-            self._timer = asyncio.get_running_loop().call_later(_STOP_INTERVAL, self._sweep)
+
+
+_IDLE_SWEEPS = 8
+"""Sweeps with nothing to watch after which the ticker ends (a new call starts another)."""
+
+
+class _Ticker:
+    """A daemon thread that posts ``sweep`` to ``loop`` every 0.25 s until stopped or the loop
+    is closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sweep: Callable[[], None]) -> None:
+        self.idle_sweeps = 0
+        self._stopped = threading.Event()
+        self.loop = loop
+        self._sweep = sweep
+        threading.Thread(target=self._run, name="serverfn-stragglers", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(_STOP_INTERVAL):
+            try:
+                self.loop.call_soon_threadsafe(self._sweep)
+            except RuntimeError:  # the loop is closed: nothing left to sweep
+                return
 
 
 async def stop(task: asyncio.Task[Any], function: str) -> None:
