@@ -197,10 +197,17 @@ class ServerfnStubDriver(_JsonMessagesDriver):
         self._stub = serverfn_pb2_grpc.ServerFunctionsStub(self._channel)  # type: ignore[no-untyped-call]
 
     def _stream(self, count: int, size: int) -> Any:
-        request = serverfn_pb2.InvokeRequest(
-            function=self._function, json=orjson.dumps({"count": count, "size": size}).decode()
-        )
+        return self._invoke(self._function, {"count": count, "size": size})
+
+    def _invoke(self, function: str, data: dict[str, Any]) -> Any:
+        request = serverfn_pb2.InvokeRequest(function=function, json=orjson.dumps(data).decode())
         return self._stub.Invoke(request, timeout=CALL_TIMEOUT)
+
+    async def chat(self, tokens: int, interval_us: int, sink: TokenSink) -> None:
+        add = sink.add
+        async for message in self._invoke("chat", {"tokens": tokens, "interval_us": interval_us}):
+            token = loads(message.json)
+            add(token["i"], token["due"])
 
 
 class ServerfnAsyncDriver(AsyncDriver):

@@ -129,7 +129,14 @@ ROWS: tuple[RowSpec, ...] = (
     ),
 )
 
-_CHAT_KEYS = (BASELINE, "serverfn-async", "serverfn-async-coalesce", "web-connect", "grpclib")
+_CHAT_KEYS = (
+    BASELINE,
+    "serverfn-stub",
+    "serverfn-async",
+    "serverfn-async-coalesce",
+    "web-connect",
+    "grpclib",
+)
 
 CHAT_ROWS: tuple[RowSpec, ...] = (
     # The same ways of calling as the other scenarios (a driver's ``chat`` calls the chat

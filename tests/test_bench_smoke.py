@@ -151,22 +151,29 @@ def test_generated_bench_code_has_not_drifted_from_the_proto(tmp_path: Path) -> 
         assert_same_files(tmp_path / name, ROOT / "benchmarks" / name, "gen-bench-proto")
 
 
-def test_rows_picks_a_subset_and_keeps_the_baseline(tmp_path: Path) -> None:
-    out = tmp_path / "rows.json"
+def test_only_and_rows_pick_scenarios_and_rows_and_keep_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "subset.json"
     result = run_script(
-        "bench", "--smoke", "--rows", "serverfn-observed", "--json", str(out), timeout=SMOKE_SECONDS
+        "bench",
+        "--smoke",
+        "--only",
+        "stream,memory",
+        "--rows",
+        "serverfn-observed",
+        "--json",
+        str(out),
+        timeout=SMOKE_SECONDS,
     )
     assert result.returncode == 0, result.stderr
-    scenarios = json.loads(out.read_text())["scenarios"]
-    single = [row["key"] for row in scenarios["a_single_stream"]["rows"]]
-    assert single == ["baseline", "serverfn-observed"]
-    assert [row["key"] for row in scenarios["d_memory"]["rows"]] == [
-        "baseline",
-        "serverfn-observed",
-    ]
-    refused = run_script("bench", "--rows", "nope", timeout=60)
-    assert refused.returncode == 2
-    assert "unknown row nope" in refused.stderr
+    results = json.loads(out.read_text())
+    assert list(results["scenarios"]) == ["a_single_stream", "d_memory", "e_cpu_per_chunk"]
+    assert results["meta"]["scenarios"] == ["stream", "memory"]
+    for scenario in results["scenarios"].values():
+        assert [row["key"] for row in scenario["rows"]] == ["baseline", "serverfn-observed"]
+    for option, error in (("--rows", "unknown row nope"), ("--only", "unknown scenario nope")):
+        refused = run_script("bench", option, "nope", timeout=60)
+        assert refused.returncode == 2
+        assert error in refused.stderr
 
 
 def test_observed_web_and_stub_rows_are_compared_round_by_round(
@@ -236,27 +243,3 @@ def test_every_chat_stream_gets_every_token_in_order(smoke: SmokeRun) -> None:
     assert smoke.results["meta"]["chat"]["fixed"] == SMOKE_CHAT.fixed
     assert any(line.startswith("Clients at N=") for line in chat["notes"])
     assert "Clients at N=" in smoke.stdout
-
-
-def test_only_picks_scenarios(tmp_path: Path) -> None:
-    out = tmp_path / "only.json"
-    result = run_script(
-        "bench",
-        "--smoke",
-        "--only",
-        "chat",
-        "--rows",
-        "grpclib",
-        "--json",
-        str(out),
-        timeout=SMOKE_SECONDS,
-    )
-    assert result.returncode == 0, result.stderr
-    results = json.loads(out.read_text())
-    assert list(results["scenarios"]) == ["f_chat"]
-    keys = [row["key"] for row in results["scenarios"]["f_chat"]["rows"]]
-    assert keys == ["baseline", MORE_CLIENTS_KEY, "grpclib"]
-    assert results["meta"]["scenarios"] == ["chat"]
-    refused = run_script("bench", "--only", "nope", timeout=60)
-    assert refused.returncode == 2
-    assert "unknown scenario nope" in refused.stderr
