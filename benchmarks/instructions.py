@@ -208,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for workload in workloads:
         servers = [SERVICER] if args.servicer else []
-        for server in [*servers, PLAIN, *sets]:
+        # Observers act per call, not per chunk: the chunks workload counts the two servers.
+        observed = sets if workload != "chunks" else []
+        for server in [*servers, PLAIN, *observed]:
             progress(f"{workload}: {server} server, {low} and {high} rounds")
             counts = [count_instructions(server, workload, rounds) for rounds in (low, high)]
             per_round = (counts[1] - counts[0]) / (high - low)
