@@ -441,14 +441,19 @@ def _figures(plan: ChatPlan) -> tuple[Figure, ...]:
     )
 
 
+def _record_fixed(row: RowResult, fixed: ProbeResult) -> None:
+    """The figures a row reports from its probe at the fixed N."""
+    row.values["delay_p99_ms"] = Measurement([fixed.p99_ms])
+    row.values["cpu_us_per_token"] = Measurement([fixed.server_us_per_token])
+    row.values["client_cpu_us_per_token"] = Measurement([fixed.client_us_per_token])
+
+
 def _row(spec: RowSpec, search: _Search, fixed: ProbeResult | None) -> RowResult:
     row = RowResult(spec.key, spec.label)
     if search.passed and search.probes:
         row.values[STREAMS.key] = Measurement([float(search.passed)])
     if fixed is not None and fixed.tokens:
-        row.values["delay_p99_ms"] = Measurement([fixed.p99_ms])
-        row.values["cpu_us_per_token"] = Measurement([fixed.server_us_per_token])
-        row.values["client_cpu_us_per_token"] = Measurement([fixed.client_us_per_token])
+        _record_fixed(row, fixed)
     row.details = {
         "sustained": search.passed or None,
         "smallest_failed": search.failed,
@@ -529,9 +534,7 @@ def _workers_note(spec: RowSpec, plan: ChatPlan, fixed: ProbeResult) -> str | No
 
 def _more_clients_row(more: ProbeResult) -> RowResult:
     row = RowResult(MORE_CLIENTS_KEY, f"baseline, {more.clients} client processes (at N only)")
-    row.values["delay_p99_ms"] = Measurement([more.p99_ms])
-    row.values["cpu_us_per_token"] = Measurement([more.server_us_per_token])
-    row.values["client_cpu_us_per_token"] = Measurement([more.client_us_per_token])
+    _record_fixed(row, more)
     row.details = {"probes": [more.to_json()]}
     return row
 

@@ -88,14 +88,10 @@ class Abort:
 class Reply:
     """What one process's streams received."""
 
-    streams: int
     complete: int
     """Streams that received all their tokens, in order."""
-    tokens: int
-    """Tokens received, in order, over all its streams."""
-    late: int
     delays: bytes = b""
-    """``array("q")``: every token's delay, µs."""
+    """``array("q")``: every token's delay, µs (one per token received, in order)."""
     setups: bytes = b""
     """``array("q")``: per started stream, from its call to the server's start of it, µs."""
     cpu_seconds: float = 0.0
@@ -204,7 +200,7 @@ async def _run(job: Job, conn: Connection) -> Reply:
         conn.send(READY)
         message = await inbox.get()
         if isinstance(message, Abort):
-            return Reply(len(job.offsets), 0, 0, 0, stopped="told to stop before the start")
+            return Reply(0, stopped="told to stop before the start")
         return await _streams(job, drivers, inbox, message.start)
     finally:
         inbox.close()
@@ -250,10 +246,7 @@ async def _streams(job: Job, drivers: list[Driver], inbox: _Inbox, start: float)
             setups.append(sink.due0 - sink.issued)
         complete += len(sink.delays) == job.tokens
     return Reply(
-        streams=len(job.offsets),
         complete=complete,
-        tokens=len(delays),
-        late=probe.late,
         delays=delays.tobytes(),
         setups=setups.tobytes(),
         cpu_seconds=cpu,
@@ -274,6 +267,6 @@ def serve(conn: Connection) -> None:
         try:
             reply = asyncio.run(_run(job, conn))
         except Exception as error:
-            reply = Reply(len(job.offsets), 0, 0, 0, errors=[f"{type(error).__name__}: {error}"])
+            reply = Reply(0, errors=[f"{type(error).__name__}: {error}"])
             reply.stopped = "the client process failed"
         conn.send(reply)

@@ -118,15 +118,20 @@ def _count(text: str) -> int:
     return value
 
 
-def _scenario_names(text: str) -> tuple[str, ...]:
+def _names(text: str, known: Sequence[str], what: str) -> tuple[str, ...]:
+    """The comma-separated names in ``text``, each one of ``known`` (a ``what``)."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = sorted(set(names) - set(SCENARIOS))
+    unknown = sorted(set(names) - set(known))
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown scenario {', '.join(unknown) or '(none given)'}; the names are"
-            f" {', '.join(SCENARIOS)}"
+            f"unknown {what} {', '.join(unknown) or '(none given)'}; the {what}s are"
+            f" {', '.join(known)}"
         )
     return names
+
+
+def _scenario_names(text: str) -> tuple[str, ...]:
+    return _names(text, tuple(SCENARIOS), "scenario")
 
 
 def _concurrency(text: str) -> tuple[int, ...]:
@@ -341,14 +346,7 @@ _ROW_KEYS = tuple(dict.fromkeys(spec.key for spec in (*ROWS, *CHAT_ROWS)))
 
 
 def _row_keys(text: str) -> tuple[str, ...]:
-    keys = tuple(key.strip() for key in text.split(",") if key.strip())
-    unknown = sorted(set(keys) - set(_ROW_KEYS))
-    if not keys or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown row {', '.join(unknown) or '(none given)'}; the keys are"
-            f" {', '.join(_ROW_KEYS)}"
-        )
-    return keys
+    return _names(text, _ROW_KEYS, "row")
 
 
 def run(

@@ -130,15 +130,15 @@ def _observers(registry: Any) -> list[Any]:
     return [makers[name]() for name in chosen]
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Set ``stop`` when stdin reaches end of file (the parent closed it or went away)."""
+def _watch_stdin(on_eof: Callable[[], object]) -> None:
+    """Call ``on_eof`` (in a thread of its own) when stdin reaches end of file: the parent
+    closed it or went away."""
 
     def read_until_eof() -> None:
-        try:
+        with contextlib.suppress(OSError):
             while sys.stdin.buffer.read(4096):
                 pass
-        finally:
-            loop.call_soon_threadsafe(stop.set)
+        on_eof()
 
     threading.Thread(target=read_until_eof, name="stdin-watch", daemon=True).start()
 
@@ -149,7 +149,7 @@ async def _serve(kind: str, host: str, port: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     bound, stop_server = await _start(kind, host, port)
-    _watch_stdin(loop, stop)
+    _watch_stdin(lambda: loop.call_soon_threadsafe(stop.set))
     print(f"{READY_PREFIX}{bound}", flush=True)
     await stop.wait()
     with contextlib.suppress(TimeoutError):
@@ -160,12 +160,6 @@ def _serve_workers(host: str, port: int, count: int) -> None:
     """Serve ``benchmarks.app`` with ``count`` worker processes until SIGTERM or SIGINT (or the
     end of stdin), as ``grpc-serverfn serve --workers`` does."""
     from grpc_serverfn import _workers as workers
-
-    def stop_on_eof() -> None:
-        with contextlib.suppress(OSError):
-            while sys.stdin.buffer.read(4096):
-                pass
-        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor stops every worker
 
     def run_worker(port: int, web_port: int | None, ready: Callable[[], None]) -> int:
         from .app import fns  # imported in the worker, after the fork, as the CLI does
@@ -186,7 +180,8 @@ def _serve_workers(host: str, port: int, count: int) -> None:
         )
         return asyncio.run(server.serve_until_signalled())
 
-    threading.Thread(target=stop_on_eof, name="stdin-watch", daemon=True).start()
+    # At the end of stdin, SIGTERM to the supervisor, which stops every worker.
+    _watch_stdin(lambda: os.kill(os.getpid(), signal.SIGTERM))
     sys.exit(workers.supervise(count, host=host, port=port, run_worker=run_worker))
 
 

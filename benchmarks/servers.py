@@ -50,12 +50,6 @@ class Address(Protocol):
     def web_url(self) -> str: ...
 
 
-def _web_url(web_port: int | None, kind: str) -> str:
-    if web_port is None:
-        raise RuntimeError(f"the {kind} server has no web port")
-    return f"http://{HOST}:{web_port}"
-
-
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A server's ports as plain data (an ``Address``), for another process to call it."""
@@ -66,11 +60,15 @@ class Endpoint:
 
     @property
     def address(self) -> str:
+        """``host:port``, for grpcio channels."""
         return f"{HOST}:{self.port}"
 
     @property
     def web_url(self) -> str:
-        return _web_url(self.web_port, self.kind)
+        """``http://host:port`` of the web port."""
+        if self.web_port is None:
+            raise RuntimeError(f"the {self.kind} server has no web port")
+        return f"http://{HOST}:{self.web_port}"
 
 
 def _process_cpu_clock(pid: int) -> int | None:
@@ -153,12 +151,12 @@ class ServerProcess:
     @property
     def address(self) -> str:
         """``host:port``, for grpcio channels."""
-        return f"{HOST}:{self.port}"
+        return self.endpoint().address
 
     @property
     def web_url(self) -> str:
         """``http://host:port`` of the web port."""
-        return _web_url(self.web_port, self.kind)
+        return self.endpoint().web_url
 
     def endpoint(self) -> Endpoint:
         """Its ports, to be sent to another process."""
